@@ -1,0 +1,95 @@
+"""Shared fixtures: emulated Studio and inference servers, generated samples, and a runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import transform  # noqa: E402
+from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone  # noqa: E402
+from inference_emulator import InferenceEmulator  # noqa: E402
+from studio_emulator import EmuSample, StudioEmulator  # noqa: E402
+
+STUDIO_KEY = "ei_0123456789abcdef-secret-studio-key"
+HF_TOKEN = "hf_secretTokenValue987654321"
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch):
+    """No test sees the developer's keys or endpoints."""
+    for name in list(os.environ):
+        if name.startswith(("EI_", "HF_")):
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def studio():
+    with StudioEmulator(STUDIO_KEY) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def hf():
+    with InferenceEmulator(HF_TOKEN) as emulator:
+        yield emulator
+
+
+def speech_then_music(rate_hz: int) -> EmuSample:
+    """4 s: speech tone 0-2 s, music tone 2-4 s."""
+    return EmuSample(101, "speech_music.wav", rate_hz,
+                     [concat(tone(SPEECH_HZ, 2, rate_hz), tone(MUSIC_HZ, 2, rate_hz))],
+                     metadata={"site": "lab"})
+
+
+def standard_samples(rate_hz: int = 16000) -> list[EmuSample]:
+    return [
+        speech_then_music(rate_hz),
+        EmuSample(102, "dog_silence_dog.wav", rate_hz,
+                  [concat(tone(DOG_HZ, 1, rate_hz), silence(2, rate_hz), tone(DOG_HZ, 1, rate_hz))]),
+        EmuSample(103, "short_noise.wav", rate_hz, [noise(0.5, rate_hz)]),
+    ]
+
+
+@pytest.fixture
+def project(studio):
+    for sample in standard_samples():
+        studio.state.add(sample)
+    return studio
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_block(tmp_path, capsys, studio, hf):
+    """Run transform.main in-process against the emulators; returns exit code and output."""
+
+    def run(*args: str, ids=None, env: dict | None = None, labels: str = "Speech\\nMusic\\nDog",
+            backend: str = "remote") -> Run:
+        ids_file = tmp_path / "ids.json"
+        ids_file.write_text(json.dumps(sorted(studio.state.samples) if ids is None else ids))
+        environ = {"EI_PROJECT_API_KEY": STUDIO_KEY, "EI_API_ENDPOINT": studio.endpoint,
+                   "HF_TOKEN": HF_TOKEN, "HF_ENDPOINT": hf.hub}
+        environ.update(env or {})
+        environ = {k: v for k, v in environ.items() if v is not None}
+        argv = ["--data-ids-file", str(ids_file), "--audioset-labels", labels, "--backend", backend]
+        if backend == "remote":
+            argv += ["--inference-url", hf.url]
+        code = transform.main(argv + list(args), environ)
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,178 @@
+"""A real HTTP server that speaks the Hugging Face audio-classification protocol, and serves a
+model's config.json like the hub does.
+
+Scores are deterministic functions of the audio content (see ``score_audio``), so tests can say
+which label each window must get. Faults (loading, 429, 5xx, dropped connections, latency) are
+injected per request number. Protocol: ../shared/docs/ast-and-inference.md section 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import soundfile
+
+from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ
+
+MODEL_ID = "MIT/ast-finetuned-audioset-10-10-0.4593"
+# Real AudioSet display names, including ones with commas and parentheses.
+LABELS = [
+    "Speech", "Male speech, man speaking", "Music", "Dog", "Bark", "Silence", "Vehicle", "Bird",
+    "Roaring cats (lions, tigers)", "Whistle", "Guitar", "Piano", "Drum", "Rain", "Wind",
+]
+BASE_SCORE = 0.02
+
+
+def score_audio(audio: np.ndarray, rate_hz: int) -> dict[str, float]:
+    """Sigmoid-like scores per label from the window's loudness and dominant frequency.
+
+    - near silence: Silence 0.95
+    - 440 Hz tone: Music 0.9, then six instruments-ish classes 0.5..0.35, then Bird 0.3 (8th)
+    - 1 kHz tone: Speech 0.8, Male speech 0.4
+    - 3 kHz tone: Dog 0.7, Bark 0.6
+    - broadband noise: Vehicle 0.6
+    """
+    scores = dict.fromkeys(LABELS, BASE_SCORE)
+    rms = float(np.sqrt(np.mean(np.square(audio)))) if len(audio) else 0.0
+    if rms < 0.01:
+        scores["Silence"] = 0.95
+        return scores
+    spectrum = np.abs(np.fft.rfft(audio))
+    freqs = np.fft.rfftfreq(len(audio), 1.0 / rate_hz)
+    flatness = float(np.exp(np.mean(np.log(spectrum + 1e-12))) / (np.mean(spectrum) + 1e-12))
+    dominant = float(freqs[int(np.argmax(spectrum))])
+    if flatness > 0.3:
+        scores["Vehicle"] = 0.6
+    elif abs(dominant - MUSIC_HZ) < 60:
+        scores.update({"Music": 0.9, "Guitar": 0.5, "Piano": 0.48, "Drum": 0.45, "Whistle": 0.42,
+                       "Wind": 0.4, "Rain": 0.35, "Bird": 0.3})
+    elif abs(dominant - SPEECH_HZ) < 60:
+        scores.update({"Speech": 0.8, "Male speech, man speaking": 0.4})
+    elif abs(dominant - DOG_HZ) < 100:
+        scores.update({"Dog": 0.7, "Bark": 0.6})
+    return scores
+
+
+@dataclass
+class InferenceState:
+    token: str | None
+    labels: list[str] = field(default_factory=lambda: list(LABELS))
+    serve_config: bool = True
+    requests: list[dict] = field(default_factory=list)  # parsed request records
+    loading_requests: int = 0  # the first N requests answer 503 "loading"
+    always_loading: bool = False
+    rate_limit_every: int = 0  # every k-th request answers 429
+    retry_after: str | None = "1"
+    error_every: int = 0  # every k-th request answers 500
+    drop_every: int = 0  # every k-th request drops the connection
+    latency_s: float = 0.0
+    count: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: InferenceState
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        st = self.state
+        if st.serve_config and self.path == f"/{MODEL_ID}/resolve/main/config.json":
+            config = {"model_type": "audio-spectrogram-transformer",
+                      "id2label": {str(i): name for i, name in enumerate(st.labels)}}
+            return self._json(config)
+        self._json({"error": "Entry not found"}, 404)
+
+    def do_POST(self) -> None:
+        st = self.state
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with st.lock:
+            st.count += 1
+            n = st.count
+            st.in_flight += 1
+            st.max_in_flight = max(st.max_in_flight, st.in_flight)
+            st.requests.append({"path": self.path, "headers": dict(self.headers), "size": len(body)})
+        try:
+            if st.latency_s:
+                time.sleep(st.latency_s)
+            self._answer(n, body)
+        finally:
+            with st.lock:
+                st.in_flight -= 1
+
+    def _answer(self, n: int, body: bytes) -> None:
+        st = self.state
+        if st.token and self.headers.get("Authorization") != f"Bearer {st.token}":
+            return self._json({"error": "Invalid credentials in Authorization header"}, 401)
+        if st.always_loading or n <= st.loading_requests:
+            return self._json({"error": f"Model {MODEL_ID} is currently loading", "estimated_time": 0.2}, 503)
+        if st.drop_every and n % st.drop_every == 0:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if st.rate_limit_every and n % st.rate_limit_every == 0:
+            headers = {"Retry-After": st.retry_after} if st.retry_after is not None else {}
+            return self._json({"error": "Rate limit reached"}, 429, headers)
+        if st.error_every and n % st.error_every == 0:
+            return self._json({"error": "unknown error"}, 500)
+        try:
+            request = json.loads(body)
+            audio, rate = soundfile.read(io.BytesIO(base64.b64decode(request["inputs"], validate=True)),
+                                         dtype="float32")
+        except Exception as exc:  # noqa: BLE001 - the real server answers 400 for anything undecodable
+            return self._json({"error": f"Malformed soundfile ({type(exc).__name__})"}, 400)
+        if audio.ndim != 1 or rate != 16000:
+            return self._json({"error": f"expected 16 kHz mono, got {rate} Hz, shape {audio.shape}"}, 400)
+        params = request.get("parameters") or {}
+        with st.lock:
+            st.requests[-1].update(params=params, rate=rate, seconds=len(audio) / rate)
+        scores = score_audio(audio, rate)
+        if params.get("function_to_apply", "softmax") == "softmax":
+            total = sum(np.exp(v) for v in scores.values())
+            scores = {k: float(np.exp(v) / total) for k, v in scores.items()}
+        ranked = sorted(({"score": s, "label": k} for k, s in scores.items() if k in st.labels),
+                        key=lambda item: -item["score"])
+        self._json(ranked[: int(params.get("top_k", 5))])
+
+    def _json(self, payload, status: int = 200, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class InferenceEmulator:
+    """``url`` is the POST URL (--inference-url); ``hub`` is HF_ENDPOINT."""
+
+    def __init__(self, token: str | None):
+        self.state = InferenceState(token)
+        handler = type("Handler", (_Handler,), {"state": self.state})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self.hub = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"{self.hub}/hf-inference/models/{MODEL_ID}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> InferenceEmulator:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()

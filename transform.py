@@ -1,0 +1,992 @@
+"""Label audio samples in Edge Impulse Studio with the Audio Spectrogram Transformer (AST).
+
+Edge Impulse runs this file as an AI labeling ("AI Actions") block. For every sample id in
+``--data-ids-file`` it downloads the sample's audio once, cuts it into windows, scores every
+window over all AudioSet classes, and writes gap-free, time-ranged structured labels back to
+Studio (or, with ``--propose-actions JOB``, proposes them for preview).
+
+Usage (the arguments Studio passes; secrets and endpoints come from the environment):
+
+    EI_PROJECT_API_KEY=ei_... python3 -u transform.py \\
+        --data-ids-file ids.json \\
+        --audioset-labels "Speech\\nDog (dog, 0.3)\\nMusic (music)" \\
+        --win-size-ms 2000 --win-stride-ms 1000 --min-confidence 0.2 [--propose-actions 42]
+
+A labels line is ``Model label``, ``Model label (new name)`` or ``Model label (new name, 0.35)``
+(a per-label threshold). Windows whose best label of interest stays below its threshold get
+``--other-label``. Exit codes: 0 all samples labeled, 1 some samples could not be labeled
+(the summary names them), 2 usage or configuration error (nothing was written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures as cf
+import dataclasses
+import difflib
+import io
+import json
+import math
+import os
+import queue
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+BLOCK_NAME = "ast-audio-labeler"
+BLOCK_VERSION = "1.0.0"
+
+DEFAULT_MODEL = "MIT/ast-finetuned-audioset-10-10-0.4593"
+DEFAULT_INFERENCE_URL = "https://router.huggingface.co/hf-inference/models/{model}"
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+DEFAULT_EI_API_ENDPOINT = "https://studio.edgeimpulse.com/v1"
+
+MODEL_RATE_HZ = 16_000
+# AST pads or cuts every input to 1024 frames of 10 ms: anything past 10.24 s is never heard.
+MODEL_MAX_INPUT_MS = 10_240
+
+DEFAULT_WIN_SIZE_MS = 2000
+DEFAULT_MIN_CONFIDENCE = 0.2
+DEFAULT_CONCURRENCY = 8
+DEFAULT_MAX_WAIT_S = 300.0  # per inference request: loading, rate limits and retries together
+
+HTTP_CONNECT_TIMEOUT_S = 10.0
+HTTP_READ_TIMEOUT_S = 120.0
+HTTP_MAX_ATTEMPTS = 6
+HTTP_BACKOFF_BASE_S = 0.5
+HTTP_BACKOFF_MAX_S = 30.0
+
+STUDIO_TIMEOUT_S = (10.0, 120.0)  # (connect, read)
+STUDIO_RETRIES = 6
+PREFETCH_SAMPLES = 4  # samples downloaded ahead of inference; bounds memory
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_CONFIG = 0, 1, 2
+
+SECRET_ENV_VARS = ("EI_PROJECT_API_KEY", "EI_API_KEY", "HF_API_KEY", "HF_TOKEN")
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: named inside, turned into messages and exit codes only in main()
+# ---------------------------------------------------------------------------------------------
+
+
+class BlockError(Exception):
+    """Base of every error this block reports to the user."""
+
+
+class ConfigError(BlockError):
+    """Bad arguments, environment or credentials: stop before touching any sample."""
+
+
+class SampleError(BlockError):
+    """This sample cannot be labeled; the others still are."""
+
+
+class InferenceError(SampleError):
+    """The classifier failed for this sample's windows."""
+
+
+class FatalInferenceError(BlockError):
+    """The inference backend is unusable for every sample (e.g. never finished loading)."""
+
+
+class AuthError(ConfigError):
+    """A service rejected the credentials."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Data types
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """One label of interest: which model class, what to write, and its threshold."""
+
+    model_label: str
+    output_label: str
+    threshold: float | None = None  # None: use --min-confidence
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window of sample indices, half-open: [start_ix, stop_ix)."""
+
+    start_ix: int
+    stop_ix: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A structured label as Studio stores it: inclusive end_ix."""
+
+    start_ix: int
+    end_ix: int
+    label: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides the labels a sample gets."""
+
+    specs: tuple[LabelSpec, ...]
+    other_label: str
+    win_size_ms: int
+    win_stride_ms: int
+    min_confidence: float
+    model: str
+
+    def threshold(self, spec: LabelSpec) -> float:
+        return self.min_confidence if spec.threshold is None else spec.threshold
+
+    def fingerprint(self) -> str:
+        """A compact, stable description stored with the labels (strings only in metadata)."""
+        return json.dumps(
+            {
+                "block": BLOCK_VERSION,
+                "model": self.model,
+                "labels": [[s.model_label, s.output_label, self.threshold(s)] for s in self.specs],
+                "other": self.other_label,
+                "win_ms": self.win_size_ms,
+                "stride_ms": self.win_stride_ms,
+            },
+            separators=(",", ":"),
+        )
+
+
+@dataclass(frozen=True)
+class SampleInfo:
+    """The fields of a Studio sample that labeling needs."""
+
+    sample_id: int
+    name: str
+    frequency_hz: float
+    values_count: int
+    axis_ix: int
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class LoadedSample:
+    """A sample with its audio decoded and resampled to the model rate."""
+
+    info: SampleInfo
+    audio_16k: np.ndarray  # float32 mono at MODEL_RATE_HZ
+
+
+@dataclass(frozen=True)
+class SampleOutcome:
+    sample_id: int
+    name: str
+    ok: bool
+    detail: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Label specs
+# ---------------------------------------------------------------------------------------------
+
+_RENAME_RE = re.compile(r"^(?P<model>.*?)\s*\((?P<inner>[^()]*)\)\s*$")
+
+
+def split_label_lines(text: str) -> list[str]:
+    """Studio sends multiline text with literal backslash-n; accept both kinds of newline."""
+    lines = text.replace("\\n", "\n").splitlines()
+    return [line.strip() for line in lines if line.strip()]
+
+
+def parse_label_line(line: str, known_lower: dict[str, str] | None) -> LabelSpec:
+    """Parse one labels line; ``known_lower`` maps lowercased model labels to their real names.
+
+    A line that is itself a model label wins over the rename syntax, because some AudioSet
+    names contain parentheses ("Roaring cats (lions, tigers)").
+    """
+    if known_lower is not None and line.lower() in known_lower:
+        return LabelSpec(known_lower[line.lower()], line)
+    match = _RENAME_RE.match(line)
+    if not match or not match.group("model"):
+        return LabelSpec(_canonical(line, known_lower), line)
+    model_text, inner = match.group("model").strip(), match.group("inner").strip()
+    name, threshold = inner, None
+    head, sep, tail = inner.rpartition(",")
+    if sep and _looks_like_number(tail):
+        name, threshold = head.strip(), _parse_threshold(tail.strip(), line)
+    return LabelSpec(_canonical(model_text, known_lower), name or model_text, threshold)
+
+
+def _looks_like_number(text: str) -> bool:
+    return re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", text) is not None
+
+
+def _parse_threshold(text: str, line: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(
+            f"--audioset-labels: threshold {text} in line {line!r} is out of range; use a value from 0 to 1"
+        )
+    return value
+
+
+def _canonical(model_text: str, known_lower: dict[str, str] | None) -> str:
+    if known_lower is None:
+        return model_text
+    return known_lower.get(model_text.lower(), model_text)
+
+
+def parse_label_specs(text: str, known_labels: Sequence[str] | None) -> tuple[LabelSpec, ...]:
+    """Parse and validate ``--audioset-labels``; unknown labels raise with close matches."""
+    known_lower = None if known_labels is None else {k.lower(): k for k in known_labels}
+    specs = tuple(parse_label_line(line, known_lower) for line in split_label_lines(text))
+    if not specs:
+        raise ConfigError("--audioset-labels is empty; give at least one AudioSet label, one per line")
+    if known_lower is not None:
+        unknown = [s.model_label for s in specs if s.model_label.lower() not in known_lower]
+        if unknown:
+            raise ConfigError("; ".join(_unknown_label_message(u, known_labels or []) for u in unknown))
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.model_label.lower() in seen:
+            raise ConfigError(f"--audioset-labels: {spec.model_label!r} is listed twice; list each model label once")
+        seen.add(spec.model_label.lower())
+    return specs
+
+
+def _unknown_label_message(label: str, known: Sequence[str]) -> str:
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(label.lower(), list(by_lower), n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+    return f"unknown AudioSet label {label!r} in --audioset-labels.{hint}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows, scores and segments (pure, in the sample's own index space)
+# ---------------------------------------------------------------------------------------------
+
+
+def ms_to_ix(ms: float, frequency_hz: float) -> int:
+    """Milliseconds to a whole number of samples (at least 1)."""
+    return max(1, round(ms * frequency_hz / 1000.0))
+
+
+def plan_windows(values_count: int, frequency_hz: float, win_size_ms: int, win_stride_ms: int) -> list[Window]:
+    """Windows that cover every index; a last window is aligned to the end to cover the tail.
+
+    Every window but the tail one starts on a multiple of the stride. A sample shorter than one
+    window (or ``win_size_ms == 0``) is one window.
+    """
+    if values_count <= 0:
+        return []
+    win_ix = values_count if win_size_ms == 0 else ms_to_ix(win_size_ms, frequency_hz)
+    if win_ix >= values_count:
+        return [Window(0, values_count)]
+    stride_ix = ms_to_ix(win_stride_ms, frequency_hz)
+    windows = [Window(s, s + win_ix) for s in range(0, values_count - win_ix + 1, stride_ix)]
+    if windows[-1].stop_ix < values_count:
+        windows.append(Window(values_count - win_ix, values_count))
+    return windows
+
+
+def step_ix(values_count: int, frequency_hz: float, settings: Settings) -> int:
+    """The resolution of the labels: one stride, or the whole sample for whole-sample windows."""
+    if settings.win_size_ms == 0:
+        return values_count
+    return min(values_count, ms_to_ix(settings.win_stride_ms, frequency_hz))
+
+
+def aggregate_steps(windows: Sequence[Window], scores: np.ndarray, values_count: int, step: int) -> np.ndarray:
+    """Score each stride step by the mean of the windows covering it, weighted by overlap.
+
+    ``scores`` is (windows, classes); the result is (steps, classes) with
+    ``steps = ceil(values_count / step)``. Every step is covered by at least one window.
+    """
+    n_steps = math.ceil(values_count / step)
+    sums = np.zeros((n_steps, scores.shape[1]), dtype=np.float64)
+    weights = np.zeros(n_steps, dtype=np.float64)
+    for window, row in zip(windows, scores):
+        for k in range(window.start_ix // step, math.ceil(window.stop_ix / step)):
+            overlap = min(window.stop_ix, (k + 1) * step, values_count) - max(window.start_ix, k * step)
+            if overlap > 0:
+                sums[k] += overlap * row
+                weights[k] += overlap
+    return sums / weights[:, None]
+
+
+def choose_labels(step_scores: np.ndarray, specs: Sequence[LabelSpec], settings: Settings) -> list[str]:
+    """Per step: the best-scoring label of interest at or above its threshold, else other."""
+    thresholds = np.array([settings.threshold(s) for s in specs])
+    passing = np.where(step_scores >= thresholds, step_scores, -np.inf)
+    best = passing.argmax(axis=1)
+    return [
+        specs[b].output_label if np.isfinite(passing[i, b]) else settings.other_label for i, b in enumerate(best)
+    ]
+
+
+def steps_to_segments(labels: Sequence[str], step: int, values_count: int) -> list[Segment]:
+    """Merge equal neighbouring steps into segments with inclusive ends covering 0..N-1."""
+    segments: list[Segment] = []
+    for k, label in enumerate(labels):
+        start, end = k * step, min((k + 1) * step, values_count) - 1
+        if segments and segments[-1].label == label:
+            segments[-1] = Segment(segments[-1].start_ix, end, label)
+        else:
+            segments.append(Segment(start, end, label))
+    return segments
+
+
+def label_sample(
+    windows: Sequence[Window], class_scores: np.ndarray, values_count: int, step: int, settings: Settings,
+    class_index: dict[str, int],
+) -> tuple[list[Segment], np.ndarray]:
+    """From window scores over all classes to segments; also returns the per-step scores of interest."""
+    columns = [class_index[s.model_label.lower()] for s in settings.specs]
+    step_scores = aggregate_steps(windows, class_scores[:, columns], values_count, step)
+    labels = choose_labels(step_scores, settings.specs, settings)
+    return steps_to_segments(labels, step, values_count), step_scores
+
+
+def window_audio(audio_16k: np.ndarray, window: Window, frequency_hz: float) -> np.ndarray:
+    """The 16 kHz slice (a view, not a copy) that a window of sample indices covers."""
+    ratio = MODEL_RATE_HZ / frequency_hz
+    start, stop = round(window.start_ix * ratio), round(window.stop_ix * ratio)
+    return audio_16k[start : max(stop, start + 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio decoding
+# ---------------------------------------------------------------------------------------------
+
+
+def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """Decode a WAV file in memory to float32 mono; raise SampleError if it is not usable."""
+    import soundfile
+
+    if not data.startswith(b"RIFF"):
+        raise SampleError(f"Studio did not return a WAV file ({_describe_bytes(data)})")
+    try:
+        audio, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises its own and RuntimeError variants
+        raise SampleError(f"the WAV file is corrupt ({exc})") from None
+    if audio.shape[0] == 0:
+        raise SampleError("the WAV file holds no audio frames")
+    mono = audio[:, 0] if audio.shape[1] == 1 else audio.mean(axis=1)
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+
+
+def _describe_bytes(data: bytes) -> str:
+    if not data:
+        return "empty response"
+    head = data[:80].decode("utf-8", errors="replace").replace("\n", " ")
+    return f"{len(data)} bytes starting {head!r}"
+
+
+def resample_to_model_rate(audio: np.ndarray, rate_hz: int) -> np.ndarray:
+    """Resample once per sample; windows are then views into the result."""
+    if rate_hz == MODEL_RATE_HZ:
+        return audio
+    import librosa
+
+    return librosa.resample(audio, orig_sr=rate_hz, target_sr=MODEL_RATE_HZ, res_type="soxr_hq").astype(
+        np.float32, copy=False
+    )
+
+
+def encode_wav_16k(audio: np.ndarray) -> bytes:
+    """A compact 16-bit mono WAV at the model rate, as the remote protocol expects."""
+    import soundfile
+
+    buf = io.BytesIO()
+    soundfile.write(buf, np.clip(audio, -1.0, 1.0), MODEL_RATE_HZ, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Classifiers: one small interface, two backends
+# ---------------------------------------------------------------------------------------------
+
+
+class Classifier(Protocol):
+    """Scores 16 kHz mono windows over ``class_names`` (sigmoid, multi-label)."""
+
+    class_names: Sequence[str]
+
+    def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """Return float32 scores of shape (len(windows), len(class_names))."""
+        ...
+
+
+def _backoff_s(attempt: int) -> float:
+    return min(HTTP_BACKOFF_MAX_S, HTTP_BACKOFF_BASE_S * 2**attempt)
+
+
+def _retry_after_s(headers: dict, default: float) -> float:
+    value = headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
+class RemoteClassifier:
+    """Posts each window to an endpoint that speaks the Hugging Face audio-classification protocol."""
+
+    def __init__(self, url: str, token: str | None, class_names: Sequence[str], concurrency: int,
+                 max_wait_s: float, session_factory: Callable[[], object] | None = None):
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        self.url = url
+        self.class_names = list(class_names)
+        self._index = {name.lower(): i for i, name in enumerate(self.class_names)}
+        self._concurrency = concurrency
+        self._max_wait_s = max_wait_s
+        self._session = requests.Session()
+        # Retries are ours (they need to read HF's "loading" bodies); the adapter only pools.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=concurrency, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.trust_env = False
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._pool = cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="infer")
+        self._unavailable: str | None = None
+
+    def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        futures = [self._pool.submit(self._classify_one, w) for w in windows]
+        rows = [f.result() for f in futures]
+        return np.stack(rows) if rows else np.zeros((0, len(self.class_names)), np.float32)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._session.close()
+
+    def _body(self, window: np.ndarray) -> bytes:
+        return json.dumps({
+            "inputs": base64.b64encode(encode_wav_16k(window)).decode("ascii"),
+            "parameters": {"top_k": len(self.class_names), "function_to_apply": "sigmoid"},
+        }).encode()
+
+    def _classify_one(self, window: np.ndarray) -> np.ndarray:
+        import requests
+
+        if self._unavailable:
+            raise FatalInferenceError(self._unavailable)
+        body = self._body(window)
+        deadline = time.monotonic() + self._max_wait_s
+        failures, problem = 0, "no attempt made"
+        while failures < HTTP_MAX_ATTEMPTS:
+            try:
+                resp = self._session.post(self.url, data=body, headers=self._headers,
+                                          timeout=(HTTP_CONNECT_TIMEOUT_S, HTTP_READ_TIMEOUT_S),
+                                          allow_redirects=False)
+            except requests.RequestException as exc:
+                problem, wait, loading = f"connection failed ({type(exc).__name__})", _backoff_s(failures), False
+            else:
+                if resp.status_code == 200:
+                    return self._parse_scores(resp)
+                problem, wait, loading = self._problem(resp, failures)
+            failures += 0 if loading else 1  # a loading model is not failing; the deadline bounds it
+            if time.monotonic() + wait > deadline:
+                if loading:
+                    self._unavailable = (f"the inference endpoint {self.url} was still loading the model after "
+                                         f"{self._max_wait_s:g} s; try again later or raise --max-wait-s")
+                    raise FatalInferenceError(self._unavailable)
+                break
+            time.sleep(wait)
+        raise InferenceError(f"inference failed after {failures} attempts: {problem}")
+
+    def _problem(self, resp, failures: int) -> tuple[str, float, bool]:
+        """Describe a non-200 answer: (problem, seconds to wait, still loading); raise if retrying is pointless."""
+        status, message = resp.status_code, _error_message(resp)
+        if status in (401, 403):
+            raise AuthError(f"the inference endpoint rejected the token (HTTP {status}: {message}); "
+                            f"set HF_TOKEN (or HF_API_KEY) to a token that may call {self.url}")
+        if status in (301, 302, 303, 307, 308):
+            raise ConfigError(f"the inference endpoint {self.url} redirects (HTTP {status}); "
+                              "set --inference-url to the final URL (tokens are never sent to a redirect)")
+        if status in (404, 405, 410):
+            raise ConfigError(f"the inference endpoint {self.url} answered HTTP {status} ({message}); "
+                              "check --inference-url")
+        estimate = _loading_estimate(resp) if status == 503 else None
+        if estimate is not None:
+            return f"model loading ({message})", min(max(estimate, 1.0), HTTP_BACKOFF_MAX_S), True
+        if status == 429:
+            return f"rate limited (HTTP 429: {message})", _retry_after_s(resp.headers, _backoff_s(failures)), False
+        if status >= 500:
+            return f"HTTP {status}: {message}", _retry_after_s(resp.headers, _backoff_s(failures)), False
+        raise InferenceError(f"the inference endpoint refused the audio (HTTP {status}: {message})")
+
+    def _parse_scores(self, resp) -> np.ndarray:
+        try:
+            items = resp.json()
+            pairs = [(str(item["label"]), float(item["score"])) for item in items]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise InferenceError(f"the inference endpoint returned an unexpected answer ({exc!r:.120})") from None
+        row = np.zeros(len(self.class_names), dtype=np.float32)
+        for label, score in pairs:
+            ix = self._index.get(label.lower())
+            if ix is not None:
+                row[ix] = score
+        return row
+
+
+def _error_message(resp) -> str:
+    try:
+        error = resp.json().get("error", "")
+        return str(error if not isinstance(error, list) else "; ".join(map(str, error)))[:200]
+    except (ValueError, AttributeError):
+        return (resp.text or resp.reason or "").strip().replace("\n", " ")[:200]
+
+
+def _loading_estimate(resp) -> float | None:
+    try:
+        body = resp.json()
+        return float(body["estimated_time"]) if "estimated_time" in body else None
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return None
+
+
+def fetch_model_labels(model: str, hf_endpoint: str, token: str | None) -> list[str] | None:
+    """The model's id2label from its config.json on the hub (or a local folder); None if unreadable."""
+    import requests
+
+    try:
+        if os.path.isdir(model):
+            with open(os.path.join(model, "config.json"), encoding="utf-8") as fh:
+                config = json.load(fh)
+        else:
+            url = f"{hf_endpoint.rstrip('/')}/{model}/resolve/main/config.json"
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            with requests.Session() as session:
+                session.trust_env = False
+                resp = session.get(url, headers=headers, timeout=(HTTP_CONNECT_TIMEOUT_S, 30.0),
+                                   allow_redirects=False)
+            resp.raise_for_status()
+            config = resp.json()
+        id2label = config["id2label"]
+        return [id2label[k] for k in sorted(id2label, key=int)]
+    except (OSError, ValueError, KeyError, TypeError, requests.RequestException) as exc:
+        log(f"WARNING: could not read the label list of {model} ({type(exc).__name__}); "
+            "labels are not validated before the run")
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Studio adapter
+# ---------------------------------------------------------------------------------------------
+
+
+class Studio:
+    """The few Studio calls this block makes, with retries, timeouts and named errors."""
+
+    def __init__(self, endpoint: str, api_key: str, project_id: int | None):
+        import urllib3
+        import edgeimpulse_api as ei
+
+        config = ei.Configuration(host=endpoint, api_key={"ApiKeyAuthentication": api_key})
+        # Every write here is a "set" (idempotent), so retrying POSTs is safe.
+        config.retries = urllib3.Retry(
+            total=STUDIO_RETRIES, connect=STUDIO_RETRIES, read=STUDIO_RETRIES, backoff_factor=0.5,
+            backoff_max=HTTP_BACKOFF_MAX_S, status_forcelist=(429, 500, 502, 503, 504),
+            allowed_methods=None, respect_retry_after_header=True, raise_on_status=False,
+        )
+        self._ei = ei
+        self._client = ei.ApiClient(config)
+        self._raw = ei.RawDataApi(self._client)
+        self.project_id = self._resolve_project(project_id)
+
+    def _resolve_project(self, project_id: int | None) -> int:
+        projects = self._call(lambda: self._ei.ProjectsApi(self._client).list_projects(
+            _request_timeout=STUDIO_TIMEOUT_S), "listing projects").projects or []
+        if project_id is not None:
+            return project_id
+        if not projects:
+            raise ConfigError("the Studio API key gives access to no project; use a project API key")
+        return int(projects[0].id)
+
+    def read_sample(self, sample_id: int, job_id: int | None) -> SampleInfo:
+        resp = self._call(lambda: self._raw.get_sample(
+            self.project_id, sample_id, limit_payload_values=1, proposed_actions_job_id=job_id,
+            _request_timeout=STUDIO_TIMEOUT_S), f"reading sample {sample_id}")
+        sample = resp.sample
+        axes = [s for s in (sample.sensors or []) if (s.units or "").lower() == "wav"]
+        if not axes:
+            units = ", ".join(f"{s.name} ({s.units})" for s in sample.sensors or []) or "none"
+            raise SampleError(f"not an audio sample (its axes are: {units})")
+        if not sample.frequency or not sample.values_count:
+            raise SampleError("the sample has no audio values (frequency or valuesCount is 0)")
+        return SampleInfo(int(sample.id or sample_id), sample.filename or str(sample_id), float(sample.frequency),
+                          int(sample.values_count), int(axes[0].index), dict(sample.metadata or {}))
+
+    def download_wav(self, info: SampleInfo) -> bytes:
+        resp = self._call(lambda: self._raw.get_sample_as_audio(
+            self.project_id, info.sample_id, axis_ix=info.axis_ix, _preload_content=False,
+            _request_timeout=STUDIO_TIMEOUT_S), f"downloading sample {info.sample_id}")
+        return resp.data
+
+    def write_labels(self, sample_id: int, segments: Sequence[Segment], metadata: dict[str, str]) -> None:
+        ei = self._ei
+        labels = [_segment_json(s) for s in segments]
+        self._call(lambda: self._raw.set_sample_structured_labels(
+            self.project_id, sample_id, ei.SetSampleStructuredLabelsRequest.from_dict({"structuredLabels": labels}),
+            _request_timeout=STUDIO_TIMEOUT_S), f"writing labels of sample {sample_id}")
+        self._call(lambda: self._raw.set_sample_metadata(
+            self.project_id, sample_id, ei.SetSampleMetadataRequest.from_dict({"metadata": metadata}),
+            _request_timeout=STUDIO_TIMEOUT_S), f"writing metadata of sample {sample_id}")
+
+    def propose(self, sample_id: int, job_id: int, changes: dict) -> None:
+        request = self._ei.SetSampleProposedChangesRequest.from_dict({"jobId": job_id, "proposedChanges": changes})
+        self._call(lambda: self._raw.set_sample_proposed_changes(
+            self.project_id, sample_id, request, _request_timeout=STUDIO_TIMEOUT_S),
+            f"proposing changes for sample {sample_id}")
+
+    def _call(self, fn: Callable, what: str):
+        import urllib3
+
+        exceptions = self._ei.exceptions
+        try:
+            return fn()
+        except (exceptions.UnauthorizedException, exceptions.ForbiddenException) as exc:
+            raise AuthError(f"Studio rejected EI_PROJECT_API_KEY while {what} (HTTP {exc.status}); "
+                            "use the project's API key (Dashboard > Keys)") from None
+        except exceptions.ApiException as exc:
+            raise SampleError(f"Studio failed while {what} (HTTP {exc.status} {exc.reason})") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise SampleError(f"could not reach Studio while {what} ({type(exc).__name__})") from None
+        except (KeyError, TypeError) as exc:
+            raise SampleError(f"Studio sent an unexpected answer while {what} ({exc!r:.80})") from None
+        except Exception as exc:  # the client raises a plain Exception for {"success": false}
+            raise SampleError(f"Studio refused {what}: {str(exc)[:200]}") from None
+
+
+def _segment_json(segment: Segment) -> dict:
+    return {"startIndex": segment.start_ix, "endIndex": segment.end_ix, "label": segment.label}
+
+
+def block_metadata(existing: dict[str, str], settings: Settings) -> dict[str, str]:
+    """The sample's metadata plus this block's keys (Studio replaces the whole map)."""
+    return {
+        **existing,
+        "labeled_by": BLOCK_NAME,
+        "ast_model": settings.model,
+        "ast_labels": "; ".join(s.output_label for s in settings.specs),
+        "ast_settings": settings.fingerprint(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration
+# ---------------------------------------------------------------------------------------------
+
+
+_log_lock = threading.Lock()
+
+
+def log(message: str, stream=None) -> None:
+    with _log_lock:
+        print(message, file=stream or sys.stdout, flush=True)
+
+
+def load_sample(studio: Studio, sample_id: int, job_id: int | None) -> LoadedSample:
+    info = studio.read_sample(sample_id, job_id)
+    audio, rate_hz = decode_wav(studio.download_wav(info))
+    expected_s, got_s = info.values_count / info.frequency_hz, len(audio) / rate_hz
+    if abs(expected_s - got_s) > max(0.05, 0.01 * expected_s):
+        log(f"WARNING: sample {sample_id}: Studio says {expected_s:.2f} s but the WAV holds {got_s:.2f} s; "
+            "labels follow Studio's length")
+    return LoadedSample(info, resample_to_model_rate(audio, rate_hz))
+
+
+def prefetch(ids: Sequence[int], fetch: Callable[[int], LoadedSample], depth: int) -> Iterator[tuple[int, cf.Future]]:
+    """Yield (id, future) in order while keeping at most ``depth`` downloads in flight."""
+    with cf.ThreadPoolExecutor(max_workers=depth, thread_name_prefix="fetch") as pool:
+        pending: list[tuple[int, cf.Future]] = []
+        for sample_id in ids:
+            pending.append((sample_id, pool.submit(fetch, sample_id)))
+            if len(pending) >= depth:
+                yield pending.pop(0)
+        while pending:
+            yield pending.pop(0)
+
+
+def classify_sample(sample: LoadedSample, classifier: Classifier, settings: Settings,
+                    class_index: dict[str, int]) -> tuple[list[Window], list[Segment]]:
+    info = sample.info
+    windows = plan_windows(info.values_count, info.frequency_hz, settings.win_size_ms, settings.win_stride_ms)
+    if settings.win_size_ms == 0 and info.values_count / info.frequency_hz * 1000 > MODEL_MAX_INPUT_MS:
+        log(f"WARNING: sample {info.sample_id} is longer than {MODEL_MAX_INPUT_MS / 1000:g} s; with "
+            "--win-size-ms 0 the model only hears its first 10.24 s")
+    scores = classifier.classify([window_audio(sample.audio_16k, w, info.frequency_hz) for w in windows])
+    step = step_ix(info.values_count, info.frequency_hz, settings)
+    segments, _ = label_sample(windows, scores, info.values_count, step, settings, class_index)
+    return windows, segments
+
+
+def write_result(studio: Studio, info: SampleInfo, segments: Sequence[Segment], settings: Settings,
+                 job_id: int | None) -> None:
+    metadata = block_metadata(info.metadata, settings)
+    if job_id is None:
+        studio.write_labels(info.sample_id, segments, metadata)
+    else:
+        studio.propose(info.sample_id, job_id, {"structuredLabels": [_segment_json(s) for s in segments],
+                                                "metadata": metadata})
+
+
+class Writer:
+    """Writes to Studio on its own thread so inference never waits on a POST."""
+
+    def __init__(self, studio: Studio, settings: Settings, job_id: int | None, depth: int):
+        self._studio, self._settings, self._job_id = studio, settings, job_id
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.outcomes: list[SampleOutcome] = []
+        self.fatal: BlockError | None = None
+        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, info: SampleInfo, segments: list[Segment], summary: str, started: float) -> None:
+        self._queue.put((info, segments, summary, started))
+
+    def close(self) -> list[SampleOutcome]:
+        self._queue.put(None)
+        self._thread.join()
+        return self.outcomes
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            info, segments, summary, started = item
+            if self.fatal is not None:
+                self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, "not written (run stopped)"))
+                continue
+            try:
+                write_result(self._studio, info, segments, self._settings, self._job_id)
+            except ConfigError as exc:
+                self.fatal = exc
+                self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, str(exc)))
+            except SampleError as exc:
+                log(f"  sample {info.sample_id} ({info.name}): FAILED: {exc}")
+                self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, str(exc)))
+            else:
+                log(f"{summary} in {time.monotonic() - started:.2f} s")
+                self.outcomes.append(SampleOutcome(info.sample_id, info.name, True, summary))
+
+
+def run(ids: Sequence[int], studio: Studio, classifier: Classifier, settings: Settings,
+        job_id: int | None) -> list[SampleOutcome]:
+    """Label every sample; per-sample failures are recorded, fatal ones stop the run."""
+    class_index = {name.lower(): i for i, name in enumerate(classifier.class_names)}
+    outcomes: list[SampleOutcome] = []
+    writer = Writer(studio, settings, job_id, depth=PREFETCH_SAMPLES)
+    fatal: BlockError | None = None
+    try:
+        for n, (sample_id, future) in enumerate(prefetch(ids, lambda i: load_sample(studio, i, job_id),
+                                                         PREFETCH_SAMPLES), start=1):
+            prefix = f"[{n:>{len(str(len(ids)))}}/{len(ids)}] sample {sample_id}"
+            if fatal is not None or writer.fatal is not None:
+                future.cancel()
+                outcomes.append(SampleOutcome(sample_id, "", False, "not labeled (run stopped)"))
+                continue
+            started = time.monotonic()
+            try:
+                sample = future.result()
+                windows, segments = classify_sample(sample, classifier, settings, class_index)
+            except (ConfigError, FatalInferenceError) as exc:
+                fatal = exc
+                outcomes.append(SampleOutcome(sample_id, "", False, str(exc)))
+                continue
+            except SampleError as exc:
+                log(f"{prefix}: FAILED: {exc}")
+                outcomes.append(SampleOutcome(sample_id, "", False, str(exc)))
+                continue
+            used = sorted({s.label for s in segments})
+            summary = (f"{prefix} ({sample.info.name}): {len(windows)} windows -> {len(segments)} segments "
+                       f"[{', '.join(used)}]{' proposed' if job_id is not None else ''}")
+            writer.submit(sample.info, segments, summary, started)
+    finally:
+        outcomes.extend(writer.close())
+    if fatal is None and writer.fatal is not None:
+        fatal = writer.fatal
+    if fatal is not None:
+        raise RunStopped(fatal, outcomes)
+    return outcomes
+
+
+class RunStopped(Exception):
+    """A fatal error stopped the run; carries what was done before it."""
+
+    def __init__(self, cause: BlockError, outcomes: list[SampleOutcome]):
+        super().__init__(str(cause))
+        self.cause, self.outcomes = cause, outcomes
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def _int_range(flag: str, low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            allowed = f"{low}..{high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"{flag} {value} is out of range (allowed: {allowed})")
+        return value
+    return parse
+
+
+def _float_range(flag: str, low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{flag} {value:g} is out of range (allowed: {low:g}..{high:g})")
+        return value
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ConfigError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="transform.py", description="Label audio samples in Edge Impulse with AST.")
+    p.add_argument("--data-ids-file", required=True, help="JSON file: [id, ...] or {\"ids\": [id, ...]}")
+    p.add_argument("--propose-actions", type=_int_range("--propose-actions", 1), metavar="JOB",
+                   help="preview mode: propose changes for this AI Actions job instead of writing")
+    p.add_argument("--audioset-labels", required=True,
+                   help="one per line: 'Model label', 'Model label (new name)' or 'Model label (new name, 0.35)'")
+    p.add_argument("--other-label", default="other", help="label for windows with no label of interest")
+    p.add_argument("--win-size-ms", type=_int_range("--win-size-ms", 0, 3_600_000), default=DEFAULT_WIN_SIZE_MS,
+                   help="window length in ms (0: the whole sample is one window)")
+    p.add_argument("--win-stride-ms", type=_int_range("--win-stride-ms", 1, 3_600_000), default=None,
+                   help="step between windows in ms (default: the window size)")
+    p.add_argument("--min-confidence", type=_float_range("--min-confidence", 0.0, 1.0),
+                   default=DEFAULT_MIN_CONFIDENCE, help="score a label of interest needs (0..1)")
+    p.add_argument("--backend", choices=("local", "remote"), default="remote",
+                   help="remote: an HTTP endpoint speaking the Hugging Face inference protocol")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face model id or local model folder")
+    p.add_argument("--inference-url", default=None,
+                   help=f"full POST URL for --backend remote (default {DEFAULT_INFERENCE_URL})")
+    p.add_argument("--concurrency", type=_int_range("--concurrency", 1, 256), default=DEFAULT_CONCURRENCY,
+                   help="inference requests in flight (remote backend)")
+    p.add_argument("--max-wait-s", type=_float_range("--max-wait-s", 1.0, 3600.0), default=DEFAULT_MAX_WAIT_S,
+                   help="longest an inference request may wait on loading, rate limits and retries")
+    return p
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        log(f"WARNING: ignoring unknown arguments: {' '.join(unknown)}")
+    if args.win_stride_ms is None:
+        args.win_stride_ms = args.win_size_ms or DEFAULT_WIN_SIZE_MS
+    if args.win_size_ms and args.win_stride_ms > args.win_size_ms:
+        raise ConfigError(f"--win-stride-ms {args.win_stride_ms} is larger than --win-size-ms "
+                          f"{args.win_size_ms}; use a stride from 1 to the window size")
+    if args.win_size_ms > MODEL_MAX_INPUT_MS:
+        log(f"WARNING: --win-size-ms {args.win_size_ms} is longer than the model's {MODEL_MAX_INPUT_MS} ms input; "
+            "the model only hears the first 10.24 s of each window")
+    url = args.inference_url or DEFAULT_INFERENCE_URL.format(model=args.model)
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise ConfigError(f"--inference-url {url!r} is not an http(s) URL")
+    args.inference_url = url
+    return args
+
+
+def read_ids(path: str) -> list[int]:
+    """Read ids.json: a bare array (what Studio writes) or {"ids": [...]} (what the docs show)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"--data-ids-file {path}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:
+        raise ConfigError(f"--data-ids-file {path}: not valid JSON ({exc})") from None
+    ids = data.get("ids") if isinstance(data, dict) else data
+    if not isinstance(ids, list):
+        raise ConfigError(f"--data-ids-file {path}: expected a JSON array of sample ids or {{\"ids\": [...]}}")
+    bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or i <= 0]
+    if bad:
+        raise ConfigError(f"--data-ids-file {path}: sample ids must be positive integers, got {bad[0]!r}")
+    return list(dict.fromkeys(ids))  # a repeated id is labeled once
+
+
+def env_settings(environ: dict[str, str]) -> tuple[str, str, int | None]:
+    key = environ.get("EI_PROJECT_API_KEY", "").strip()
+    if not key:
+        raise ConfigError("EI_PROJECT_API_KEY is not set; set it to the project's API key (Dashboard > Keys)")
+    endpoint = environ.get("EI_API_ENDPOINT", "").strip() or DEFAULT_EI_API_ENDPOINT
+    if not re.match(r"^https?://", endpoint):
+        raise ConfigError(f"EI_API_ENDPOINT {endpoint!r} is not an http(s) URL")
+    project = environ.get("EI_PROJECT_ID", "").strip()
+    if project and (not project.isdigit() or int(project) <= 0):
+        raise ConfigError(f"EI_PROJECT_ID {project!r} is not a positive integer")
+    return endpoint.rstrip("/"), key, int(project) if project else None
+
+
+def build_classifier(args: argparse.Namespace, environ: dict[str, str], labels: Sequence[str] | None,
+                     specs: Sequence[LabelSpec]) -> Classifier:
+    if args.backend == "local":
+        raise ConfigError("--backend local is not available in this build; use --backend remote")
+    token = environ.get("HF_TOKEN") or environ.get("HF_API_KEY")
+    class_names = list(labels) if labels is not None else [s.model_label for s in specs]
+    return RemoteClassifier(args.inference_url, token, class_names, args.concurrency, args.max_wait_s)
+
+
+def print_summary(outcomes: Sequence[SampleOutcome], elapsed_s: float) -> int:
+    failed = [o for o in outcomes if not o.ok]
+    log(f"Done: {len(outcomes) - len(failed)} of {len(outcomes)} samples labeled in {elapsed_s:.1f} s")
+    for o in failed:
+        log(f"  not labeled: sample {o.sample_id}{f' ({o.name})' if o.name else ''}: {o.detail}")
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    environ = dict(os.environ if environ is None else environ)
+    started = time.monotonic()
+    classifier = None
+    try:
+        args = parse_args(list(sys.argv[1:] if argv is None else argv))
+        ids = read_ids(args.data_ids_file)
+        endpoint, key, project_id = env_settings(environ)
+        token = environ.get("HF_TOKEN") or environ.get("HF_API_KEY")
+        labels = fetch_model_labels(args.model, environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT, token)
+        specs = parse_label_specs(args.audioset_labels, labels)
+        settings = Settings(specs, args.other_label.strip() or "other", args.win_size_ms, args.win_stride_ms,
+                            args.min_confidence, args.model)
+        classifier = build_classifier(args, environ, labels, specs)
+        studio = Studio(endpoint, key, project_id)
+        mode = f"preview (job {args.propose_actions})" if args.propose_actions else "apply"
+        log(f"Labeling {len(ids)} samples of project {studio.project_id} in {mode} mode with {args.model} "
+            f"({args.backend}); labels: {', '.join(s.output_label for s in specs)}")
+        outcomes = run(ids, studio, classifier, settings, args.propose_actions)
+        return print_summary(outcomes, time.monotonic() - started)
+    except RunStopped as stop:
+        log(f"ERROR: {stop.cause}", sys.stderr)
+        print_summary(stop.outcomes, time.monotonic() - started)
+        return EXIT_CONFIG if isinstance(stop.cause, ConfigError) else EXIT_SOME_FAILED
+    except ConfigError as exc:
+        log(f"ERROR: {exc}", sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        log("ERROR: interrupted", sys.stderr)
+        return EXIT_SOME_FAILED
+    finally:
+        if classifier is not None and hasattr(classifier, "close"):
+            classifier.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
