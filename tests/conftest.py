@@ -31,6 +31,12 @@ def clean_environ(monkeypatch):
             monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch):
+    """Retry waits shrink so fault tests take seconds; the retry logic itself is unchanged."""
+    monkeypatch.setattr(transform, "HTTP_BACKOFF_BASE_S", 0.02)
+
+
 @pytest.fixture
 def studio():
     with StudioEmulator(STUDIO_KEY) as emulator:

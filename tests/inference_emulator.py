@@ -98,21 +98,24 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         st = self.state
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if not self.path.startswith("/hf-inference/models/"):
+            return self._json({"error": "Not Found"}, 404)
         with st.lock:
             st.count += 1
             n = st.count
             st.in_flight += 1
             st.max_in_flight = max(st.max_in_flight, st.in_flight)
-            st.requests.append({"path": self.path, "headers": dict(self.headers), "size": len(body)})
+            record = {"path": self.path, "headers": dict(self.headers), "size": len(body)}
+            st.requests.append(record)
         try:
             if st.latency_s:
                 time.sleep(st.latency_s)
-            self._answer(n, body)
+            self._answer(n, body, record)
         finally:
             with st.lock:
                 st.in_flight -= 1
 
-    def _answer(self, n: int, body: bytes) -> None:
+    def _answer(self, n: int, body: bytes, record: dict) -> None:
         st = self.state
         if st.token and self.headers.get("Authorization") != f"Bearer {st.token}":
             return self._json({"error": "Invalid credentials in Authorization header"}, 401)
@@ -137,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json({"error": f"expected 16 kHz mono, got {rate} Hz, shape {audio.shape}"}, 400)
         params = request.get("parameters") or {}
         with st.lock:
-            st.requests[-1].update(params=params, rate=rate, seconds=len(audio) / rate)
+            record.update(params=params, rate=rate, seconds=len(audio) / rate)
         scores = score_audio(audio, rate)
         if params.get("function_to_apply", "softmax") == "softmax":
             total = sum(np.exp(v) for v in scores.values())
@@ -167,7 +170,7 @@ class InferenceEmulator:
         self._server.daemon_threads = True
         self.hub = f"http://127.0.0.1:{self._server.server_address[1]}"
         self.url = f"{self.hub}/hf-inference/models/{MODEL_ID}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> InferenceEmulator:
         self._thread.start()

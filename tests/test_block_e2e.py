@@ -1,0 +1,336 @@
+"""The whole block against emulated Studio and inference servers, through its real code paths."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone, wav_bytes
+from conftest import HF_TOKEN, ROOT, STUDIO_KEY, speech_then_music, standard_samples
+from studio_emulator import EmuSample
+
+EXPECTED_16K = {
+    101: [{"startIndex": 0, "endIndex": 31999, "label": "Speech"},
+          {"startIndex": 32000, "endIndex": 63999, "label": "Music"}],
+    102: [{"startIndex": 0, "endIndex": 63999, "label": "Dog"}],
+    103: [{"startIndex": 0, "endIndex": 7999, "label": "other"}],
+}
+
+
+def sample_requests(studio, suffix=""):
+    return [r for r in studio.state.requests if r.path.endswith(suffix) and "/raw-data/" in r.path]
+
+
+# --- apply mode -------------------------------------------------------------------------------
+
+
+def test_apply_mode_writes_valid_labels_for_every_sample(project, run_block):
+    result = run_block()
+    assert result.code == 0, result.out + result.err
+    assert {sid: project.state.labels_of(sid) for sid in EXPECTED_16K} == EXPECTED_16K
+    assert project.state.rejected == []
+    assert "Done: 3 of 3 samples labeled" in result.out
+
+
+def test_apply_mode_keeps_existing_metadata_and_adds_the_blocks_keys(project, run_block):
+    run_block()
+    metadata = project.state.samples[101].metadata
+    assert metadata["site"] == "lab"
+    assert metadata["labeled_by"] == "ast-audio-labeler"
+    assert metadata["ast_model"] == "MIT/ast-finetuned-audioset-10-10-0.4593"
+    assert metadata["ast_labels"] == "Speech; Music; Dog"
+    settings = json.loads(metadata["ast_settings"])
+    assert settings["win_ms"] == 2000 and settings["labels"][0] == ["Speech", "Speech", 0.2]
+
+
+def test_labels_are_written_before_metadata_and_once_per_sample(project, run_block):
+    run_block()
+    kinds = [(w.sample_id, w.kind) for w in project.state.writes]
+    for sid in EXPECTED_16K:
+        assert [k for s, k in kinds if s == sid] == ["structured-labels", "metadata"]
+
+
+def test_sample_is_read_with_the_fewest_payload_values(project, run_block):
+    run_block()
+    reads = [r for r in sample_requests(project) if r.method == "GET" and r.path.endswith(("101", "102", "103"))]
+    assert len(reads) == 3 and all(r.query["limitPayloadValues"] == "1" for r in reads)
+    assert all("proposedActionsJobId" not in r.query for r in reads)
+
+
+def test_each_wav_is_downloaded_once(project, run_block):
+    run_block()
+    wavs = sample_requests(project, "/wav")
+    assert sorted(r.path for r in wavs) == sorted(set(r.path for r in wavs)) and len(wavs) == 3
+
+
+def test_ids_file_as_object_form(project, run_block):
+    result = run_block(ids={"ids": [101, 102]})
+    assert result.code == 0
+    assert project.state.labels_of(101) == EXPECTED_16K[101] and project.state.labels_of(103) is None
+
+
+def test_44k1_sample_is_labeled_in_its_own_index_space(studio, run_block):
+    studio.state.add(speech_then_music(44100))
+    result = run_block()
+    assert result.code == 0, result.out + result.err
+    assert studio.state.labels_of(101) == [{"startIndex": 0, "endIndex": 88199, "label": "Speech"},
+                                           {"startIndex": 88200, "endIndex": 176399, "label": "Music"}]
+
+
+def test_inference_receives_16k_mono_windows_of_the_planned_length(studio, hf, run_block):
+    studio.state.add(speech_then_music(44100))
+    run_block("--win-size-ms", "1000")
+    assert [r["seconds"] for r in hf.state.requests] == [1.0] * 4
+    assert all(r["rate"] == 16000 for r in hf.state.requests)
+
+
+def test_stride_smaller_than_window_puts_the_boundary_within_one_stride(studio, run_block):
+    # speech for 2.3 s, then music until 6 s
+    rate = 16000
+    studio.state.add(EmuSample(201, "change.wav", rate, [concat(tone(SPEECH_HZ, 2.3, rate), tone(MUSIC_HZ, 3.7, rate))]))
+    result = run_block("--win-size-ms", "1000", "--win-stride-ms", "250")
+    assert result.code == 0
+    labels = studio.state.labels_of(201)
+    assert [seg["label"] for seg in labels] == ["Speech", "Music"]
+    assert abs(labels[1]["startIndex"] - round(2.3 * rate)) <= 250 * rate // 1000
+
+
+def test_label_ranked_far_down_still_passes_its_threshold(studio, run_block):
+    studio.state.add(EmuSample(301, "music.wav", 16000, [tone(MUSIC_HZ, 2, 16000)]))
+    result = run_block(labels="Bird (bird, 0.25)")
+    assert result.code == 0
+    assert studio.state.labels_of(301) == [{"startIndex": 0, "endIndex": 31999, "label": "bird"}]
+
+
+def test_renamed_labels_and_other_label_are_written_as_typed(project, run_block):
+    result = run_block("--other-label", "Background", labels="speech (Talking)\\nmusic\\nDog (Doggo, 0.9)")
+    assert result.code == 0
+    assert [s["label"] for s in project.state.labels_of(101)] == ["Talking", "music"]
+    assert project.state.labels_of(102)[0]["label"] == "Background"  # Dog 0.7 < 0.9
+
+
+def test_whole_sample_window(project, run_block):
+    result = run_block("--win-size-ms", "0")
+    assert result.code == 0
+    assert len(project.state.labels_of(101)) == 1
+
+
+def test_long_window_warns_that_the_model_hears_only_10_24_s(project, run_block):
+    result = run_block("--win-size-ms", "12000")
+    assert result.code == 0 and "10.24 s" in result.out
+
+
+def test_unknown_extra_arguments_are_ignored_with_a_warning(project, run_block):
+    result = run_block("--some-new-studio-flag", "1")
+    assert result.code == 0 and "ignoring unknown arguments: --some-new-studio-flag 1" in result.out
+
+
+def test_unreadable_label_list_warns_and_goes_on(project, hf, run_block):
+    hf.state.serve_config = False
+    result = run_block()
+    assert result.code == 0
+    assert "could not read the label list" in result.out
+    assert project.state.labels_of(101) == EXPECTED_16K[101]
+
+
+# --- preview mode -----------------------------------------------------------------------------
+
+
+def test_preview_proposes_once_per_sample_and_writes_nothing(project, run_block):
+    result = run_block("--propose-actions", "42")
+    assert result.code == 0, result.out + result.err
+    assert [w.kind for w in project.state.writes] == ["propose-changes"] * 3
+    assert all(project.state.samples[sid].structured_labels is None for sid in EXPECTED_16K)
+    for sid, expected in EXPECTED_16K.items():
+        changes = project.state.proposals[(42, sid)]
+        assert changes["structuredLabels"] == expected
+        assert changes["metadata"]["labeled_by"] == "ast-audio-labeler"
+    assert project.state.proposals[(42, 101)]["metadata"]["site"] == "lab"
+
+
+def test_preview_reads_samples_with_the_job_id(project, run_block):
+    run_block("--propose-actions", "42")
+    reads = [r for r in sample_requests(project) if r.path.endswith(("101", "102", "103"))]
+    assert reads and all(r.query["proposedActionsJobId"] == "42" for r in reads)
+
+
+# --- bad input: configuration errors stop before touching anything ----------------------------
+
+
+def assert_nothing_touched(studio):
+    assert studio.state.writes == []
+    assert sample_requests(studio) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--win-size-ms", "-5"], "--win-size-ms -5 is out of range"),
+    (["--win-size-ms", "abc"], "--win-size-ms must be a whole number"),
+    (["--win-stride-ms", "0"], "--win-stride-ms 0 is out of range"),
+    (["--win-size-ms", "1000", "--win-stride-ms", "2000"], "--win-stride-ms 2000 is larger than --win-size-ms"),
+    (["--min-confidence", "1.5"], "--min-confidence 1.5 is out of range (allowed: 0..1)"),
+    (["--propose-actions", "abc"], "--propose-actions must be a whole number"),
+    (["--inference-url", "ftp://example.com/x"], "is not an http(s) URL"),
+])
+def test_out_of_range_arguments(project, run_block, args, message):
+    result = run_block(*args)
+    assert result.code == 2
+    assert message in result.err and "Traceback" not in result.err
+    assert_nothing_touched(project)
+
+
+def test_unknown_label_stops_before_any_sample(project, run_block):
+    result = run_block(labels="Speech\\nDoggy")
+    assert result.code == 2
+    assert "unknown AudioSet label 'Doggy'" in result.err and "Did you mean: 'Dog'" in result.err
+    assert_nothing_touched(project)
+
+
+def test_missing_studio_key(project, run_block):
+    result = run_block(env={"EI_PROJECT_API_KEY": None})
+    assert result.code == 2 and "EI_PROJECT_API_KEY is not set" in result.err
+    assert project.state.requests == []
+
+
+def test_studio_key_rejected(project, run_block):
+    result = run_block(env={"EI_PROJECT_API_KEY": "ei_wrong"})
+    assert result.code == 2 and "Studio rejected EI_PROJECT_API_KEY" in result.err
+    assert_nothing_touched(project)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read it"),
+    ("[101, ", "not valid JSON"),
+    ('{"samples": [1]}', "expected a JSON array"),
+    ('[101, "102"]', "sample ids must be positive integers, got '102'"),
+    ("[101, 1.5]", "got 1.5"),
+])
+def test_bad_ids_file(project, run_block, tmp_path, content, message):
+    path = tmp_path / "bad-ids.json"
+    if content is not None:
+        path.write_text(content)
+    result = run_block("--data-ids-file", str(path))
+    assert result.code == 2 and message in result.err
+    assert_nothing_touched(project)
+
+
+def test_inference_endpoint_rejecting_the_token_stops_the_run(project, run_block):
+    result = run_block(env={"HF_TOKEN": "hf_wrong"})
+    assert result.code == 2 and "rejected the token" in result.err
+    assert project.state.writes == []
+
+
+def test_inference_endpoint_that_never_loads_stops_quickly_and_writes_nothing(project, hf, run_block):
+    hf.state.always_loading = True
+    result = run_block("--max-wait-s", "2")
+    assert result.code == 1 and "still loading" in result.err
+    assert project.state.writes == []
+    assert "Done: 0 of 3 samples labeled" in result.out
+
+
+# --- bad samples: the others are still labeled --------------------------------------------------
+
+
+def test_missing_sample_is_reported_and_others_labeled(project, run_block):
+    result = run_block(ids=[101, 999, 102])
+    assert result.code == 1
+    assert "not labeled: sample 999" in result.out and "not found" in result.out
+    assert project.state.labels_of(101) == EXPECTED_16K[101] and project.state.labels_of(102) == EXPECTED_16K[102]
+
+
+def test_non_audio_sample(project, run_block):
+    project.state.add(EmuSample(401, "accel.json", 100, [np.zeros(500, np.float32)],
+                                sensors=[{"index": 0, "name": "accX", "units": "m/s2"}]))
+    result = run_block()
+    assert result.code == 1 and "not an audio sample" in result.out
+    assert project.state.labels_of(101) == EXPECTED_16K[101]
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"RIFF\x00\x00\x00\x00WAVEgarbage", "corrupt"),
+    (wav_bytes(np.zeros(0, np.float32), 16000), "no audio frames"),
+    (b'{"success": false, "error": "boom"}', "did not return a WAV file"),
+])
+def test_corrupt_or_empty_wav(project, run_block, data, message):
+    project.state.add(EmuSample(501, "bad.wav", 16000, [np.zeros(16000, np.float32)], wav_override=data))
+    result = run_block()
+    assert result.code == 1 and message in result.out
+    assert project.state.labels_of(501) is None
+    assert project.state.labels_of(102) == EXPECTED_16K[102]
+
+
+def test_studio_rejecting_a_write_fails_only_that_sample(project, run_block):
+    def fault(method, path):
+        if method == "POST" and path.endswith("/102/structured-labels"):
+            return 200, {}, {"success": False, "error": "structuredLabels: index 5 does not have a label"}
+        return None
+    project.state.fault = fault
+    result = run_block()
+    assert result.code == 1 and "sample 102" in result.out and "does not have a label" in result.out
+    assert project.state.labels_of(101) == EXPECTED_16K[101] and project.state.labels_of(103) == EXPECTED_16K[103]
+    assert project.state.samples[102].metadata == {}  # no metadata without its labels
+
+
+def test_studio_hiccups_are_retried(project, run_block):
+    calls = {"n": 0}
+
+    def fault(method, path):
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            return (503, {"Retry-After": "0"}, {"success": False, "error": "busy"}) if method == "GET" else \
+                (500, {}, {"success": False, "error": "oops"})
+        return None
+    project.state.fault = fault
+    result = run_block()
+    assert result.code == 0, result.out + result.err
+    assert {sid: project.state.labels_of(sid) for sid in EXPECTED_16K} == EXPECTED_16K
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+
+def test_keys_never_appear_in_output_or_metadata(project, hf, run_block):
+    outputs = [run_block(), run_block("--propose-actions", "7"), run_block(ids=[101, 999]),
+               run_block(env={"EI_PROJECT_API_KEY": STUDIO_KEY + "x"}), run_block(env={"HF_TOKEN": HF_TOKEN + "x"})]
+    hf.state.always_loading = True
+    outputs.append(run_block("--max-wait-s", "1"))
+    text = "".join(r.out + r.err for r in outputs) + json.dumps([w.body for w in project.state.writes])
+    assert STUDIO_KEY not in text and HF_TOKEN not in text
+    assert STUDIO_KEY[:12] not in text and HF_TOKEN[:12] not in text
+
+
+# --- the command line as Studio runs it ---------------------------------------------------------
+
+
+def run_cli(args, env):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("EI_", "HF_"))}
+    full_env.update(env)
+    return subprocess.run([sys.executable, "-u", str(ROOT / "transform.py"), *args], env=full_env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_labels_the_project_and_exits_0(project, hf, tmp_path):
+    ids = tmp_path / "ids.json"
+    ids.write_text("[101, 102, 103]")
+    proc = run_cli(["--data-ids-file", str(ids), "--audioset-labels", "Speech\\nMusic\\nDog",
+                    "--backend", "remote", "--inference-url", hf.url, "--win-size-ms", "2000"],
+                   {"EI_PROJECT_API_KEY": STUDIO_KEY, "EI_API_ENDPOINT": project.endpoint, "HF_TOKEN": HF_TOKEN,
+                    "HF_ENDPOINT": hf.hub})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {sid: project.state.labels_of(sid) for sid in EXPECTED_16K} == EXPECTED_16K
+    assert STUDIO_KEY not in proc.stdout + proc.stderr
+
+
+def test_cli_bad_input_is_one_line_without_traceback(project, tmp_path):
+    proc = run_cli(["--data-ids-file", str(tmp_path / "missing.json"), "--audioset-labels", "Speech"],
+                   {"EI_PROJECT_API_KEY": STUDIO_KEY, "EI_API_ENDPOINT": project.endpoint})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert "--data-ids-file" in proc.stderr
+
+
+def test_cli_missing_required_argument(project):
+    proc = run_cli(["--audioset-labels", "Speech"], {"EI_PROJECT_API_KEY": STUDIO_KEY})
+    assert proc.returncode == 2 and "--data-ids-file" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,128 @@
+"""Window planning, score aggregation and segments: examples plus invariants over many shapes."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transform import (LabelSpec, Segment, Settings, Window, aggregate_steps, choose_labels, label_sample,
+                       plan_windows, step_ix, steps_to_segments, window_audio)
+
+RATES = [8000, 11025, 16000, 22050, 44100, 48000]
+
+
+def make_settings(win_ms=1000, stride_ms=1000, specs=(LabelSpec("A", "a"), LabelSpec("B", "b")), min_conf=0.5):
+    return Settings(tuple(specs), "other", win_ms, stride_ms, min_conf, "m")
+
+
+def test_exact_multiple_has_no_duplicate_tail_window():
+    assert plan_windows(32000, 16000, 1000, 1000) == [Window(0, 16000), Window(16000, 32000)]
+
+
+def test_tail_is_covered_by_an_end_aligned_window():
+    assert plan_windows(40000, 16000, 2000, 2000) == [Window(0, 32000), Window(8000, 40000)]
+
+
+def test_sample_shorter_than_a_window_is_one_window():
+    assert plan_windows(8000, 16000, 2000, 2000) == [Window(0, 8000)]
+
+
+def test_window_size_zero_is_the_whole_sample():
+    assert plan_windows(500_000, 16000, 0, 1000) == [Window(0, 500_000)]
+
+
+def test_windows_at_44k1_are_planned_in_the_samples_own_index_space():
+    windows = plan_windows(44100 * 3, 44100, 1000, 500)
+    assert windows[:3] == [Window(0, 44100), Window(22050, 66150), Window(44100, 88200)]
+    assert windows[-1].stop_ix == 44100 * 3
+
+
+def test_single_window_sample_gets_one_segment():
+    s = make_settings()
+    scores = np.array([[0.9, 0.1]])
+    segments, _ = label_sample([Window(0, 100)], scores, 100, 100, s, {"a": 0, "b": 1})
+    assert segments == [Segment(0, 99, "a")]
+
+
+def test_below_threshold_is_other_and_per_label_threshold_wins():
+    specs = (LabelSpec("A", "a", 0.95), LabelSpec("B", "b", 0.1))
+    s = make_settings(specs=specs)
+    assert choose_labels(np.array([[0.9, 0.05], [0.9, 0.2], [0.96, 0.2]]), specs, s) == ["other", "b", "a"]
+
+
+def test_highest_passing_score_wins():
+    specs = (LabelSpec("A", "a"), LabelSpec("B", "b"))
+    assert choose_labels(np.array([[0.6, 0.7]]), specs, make_settings(specs=specs)) == ["b"]
+
+
+def test_adjacent_equal_labels_are_merged():
+    assert steps_to_segments(["a", "a", "b", "b", "a"], 10, 45) == [
+        Segment(0, 19, "a"), Segment(20, 39, "b"), Segment(40, 44, "a")]
+
+
+def test_overlapping_windows_are_averaged_per_stride_step():
+    # Two windows of 4 steps each with stride 2 steps: steps 2-3 see both.
+    windows = [Window(0, 40), Window(20, 60)]
+    scores = np.array([[1.0], [0.0]])
+    assert aggregate_steps(windows, scores, 60, 10)[:, 0].tolist() == [1.0, 1.0, 0.5, 0.5, 0.0, 0.0]
+
+
+def test_boundary_lands_within_one_stride_of_the_change():
+    # A 10 s sample: label A for the first 6.3 s, then B. 2 s windows, 250 ms stride, 1 kHz index rate.
+    rate, n, change = 1000, 10_000, 6300
+    s = make_settings(2000, 250)
+    windows = plan_windows(n, rate, 2000, 250)
+    share_a = np.array([max(0, min(w.stop_ix, change) - w.start_ix) / (w.stop_ix - w.start_ix) for w in windows])
+    scores = np.stack([share_a, 1 - share_a], axis=1)
+    segments, _ = label_sample(windows, scores, n, step_ix(n, rate, s), s, {"a": 0, "b": 1})
+    assert [seg.label for seg in segments] == ["a", "b"]
+    assert abs(segments[1].start_ix - change) <= 250
+
+
+def test_window_audio_is_a_view_at_16k():
+    audio = np.arange(32000, dtype=np.float32)
+    piece = window_audio(audio, Window(44100, 88200), 44100)
+    assert piece.base is audio and len(piece) == 16000 and piece[0] == 16000
+
+
+@settings(max_examples=300, deadline=None)
+@given(values_count=st.integers(1, 400_000), rate=st.sampled_from(RATES),
+       win_ms=st.integers(0, 12_000), stride_frac=st.floats(0.05, 1.0), seed=st.integers(0, 2**32 - 1))
+def test_segments_always_cover_the_sample_exactly(values_count, rate, win_ms, stride_frac, seed):
+    stride_ms = max(1, int(max(win_ms, 1) * stride_frac))
+    s = make_settings(win_ms, stride_ms, min_conf=0.4)
+    windows = plan_windows(values_count, rate, win_ms, stride_ms)
+    # every window is inside the sample and the windows cover every index
+    assert windows[0].start_ix == 0 and windows[-1].stop_ix == values_count
+    assert all(0 <= w.start_ix < w.stop_ix <= values_count for w in windows)
+    assert len(set(windows)) == len(windows)
+    scores = np.random.default_rng(seed).random((len(windows), 2))
+    segments, _ = label_sample(windows, scores, values_count, step_ix(values_count, rate, s), s, {"a": 0, "b": 1})
+    assert segments[0].start_ix == 0 and segments[-1].end_ix == values_count - 1
+    for before, after in zip(segments, segments[1:]):
+        assert after.start_ix == before.end_ix + 1  # no gap, no overlap
+        assert after.label != before.label  # merged
+    assert all(seg.start_ix <= seg.end_ix for seg in segments)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values_count=st.integers(1, 200_000), rate=st.sampled_from(RATES), win_ms=st.integers(1, 5000),
+       stride_frac=st.floats(0.05, 1.0))
+def test_windows_cover_every_step_and_start_on_stride(values_count, rate, win_ms, stride_frac):
+    stride_ms = max(1, int(win_ms * stride_frac))
+    windows = plan_windows(values_count, rate, win_ms, stride_ms)
+    covered = np.zeros(values_count, bool)
+    for w in windows:
+        covered[w.start_ix:w.stop_ix] = True
+    assert covered.all()
+    stride = round(stride_ms * rate / 1000)
+    assert all(w.start_ix % stride == 0 for w in windows[:-1])
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_constant_scores_give_one_segment(rate):
+    s = make_settings(2000, 500)
+    windows = plan_windows(rate * 7 + 13, rate, 2000, 500)
+    scores = np.tile([0.8, 0.1], (len(windows), 1))
+    segments, _ = label_sample(windows, scores, rate * 7 + 13, step_ix(rate * 7 + 13, rate, s), s, {"a": 0, "b": 1})
+    assert segments == [Segment(0, rate * 7 + 12, "a")]
