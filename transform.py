@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures as cf
-import dataclasses
 import difflib
 import io
 import json
@@ -34,7 +33,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,6 +66,9 @@ HTTP_BACKOFF_MAX_S = 30.0
 STUDIO_TIMEOUT_S = (10.0, 120.0)  # (connect, read)
 STUDIO_RETRIES = 6
 PREFETCH_SAMPLES = 4  # samples downloaded ahead of inference; bounds memory
+WRITE_QUEUE_SAMPLES = 16  # labeled samples waiting for their Studio write
+MAX_GROUP_SAMPLES = 64  # samples whose windows share one inference call (short samples fill batches)
+PROGRESS_EVERY_S = 10.0
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -415,6 +418,7 @@ class Classifier(Protocol):
     """Scores 16 kHz mono windows over ``class_names`` (sigmoid, multi-label)."""
 
     class_names: Sequence[str]
+    preferred_batch: int  # windows per classify() call that keep the backend busy
 
     def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Return float32 scores of shape (len(windows), len(class_names))."""
@@ -456,6 +460,7 @@ class RemoteClassifier:
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
         self._pool = cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="infer")
+        self.preferred_batch = 2 * concurrency  # windows of several samples in flight together
         self._unavailable: str | None = None
 
     def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
@@ -468,6 +473,8 @@ class RemoteClassifier:
         self._session.close()
 
     def _body(self, window: np.ndarray) -> bytes:
+        if len(window) < FBANK_FRAME_LEN:  # servers reject audio shorter than one 25 ms frame
+            window = np.pad(window, (0, FBANK_FRAME_LEN - len(window)))
         return json.dumps({
             "inputs": base64.b64encode(encode_wav_16k(window)).decode("ascii"),
             "parameters": {"top_k": len(self.class_names), "function_to_apply": "sigmoid"},
@@ -553,6 +560,169 @@ def _loading_estimate(resp) -> float | None:
         return None
 
 
+# AST input: Kaldi-style log-mel fbank, 25 ms frames every 10 ms, padded or cut to 1024 frames.
+FBANK_FRAME_LEN = 400
+FBANK_HOP = 160
+FBANK_FFT = 512
+FBANK_PREEMPHASIS = 0.97
+FBANK_MEL_FLOOR = 1.192092955078125e-07
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class TorchFbank:
+    """ASTFeatureExtractor's features for a whole batch at once, with torch on the model's device.
+
+    The reference extractor loops over frames in numpy (about 10 ms per window on a CPU); this
+    computes the same values (same window, mel filters, pre-emphasis, padding and normalisation)
+    as a few batched tensor ops, so features never bottleneck a GPU.
+    """
+
+    def __init__(self, extractor, device):
+        import torch
+
+        self.max_frames = int(extractor.max_length)
+        self.mean, self.std = float(extractor.mean), float(extractor.std)
+        self.do_normalize = bool(getattr(extractor, "do_normalize", True))
+        mel = getattr(extractor, "mel_filters", None)
+        window = getattr(extractor, "window", None)
+        if mel is None or window is None:  # torchaudio installed: the extractor keeps no tables
+            from transformers.audio_utils import mel_filter_bank, window_function
+
+            mel = mel_filter_bank(num_frequency_bins=FBANK_FFT // 2 + 1, num_mel_filters=extractor.num_mel_bins,
+                                  min_frequency=20, max_frequency=extractor.sampling_rate // 2,
+                                  sampling_rate=extractor.sampling_rate, norm=None, mel_scale="kaldi",
+                                  triangularize_in_mel_space=True)
+            window = window_function(FBANK_FRAME_LEN, "hann", periodic=False)
+        self.mel = torch.as_tensor(mel, dtype=torch.float32, device=device)
+        self.window = torch.as_tensor(window, dtype=torch.float32, device=device)
+        self.device = device
+
+    def max_samples(self) -> int:
+        return FBANK_FRAME_LEN + (self.max_frames - 1) * FBANK_HOP
+
+    def __call__(self, windows: Sequence[np.ndarray]):
+        """(B, max_frames, mel bins) float32 features for 16 kHz mono windows of any lengths."""
+        import torch
+
+        limit = self.max_samples()
+        lengths = [min(len(w), limit) for w in windows]
+        width = max(max(lengths), FBANK_FRAME_LEN)
+        audio = np.zeros((len(windows), width), dtype=np.float32)
+        for row, (w, n) in enumerate(zip(windows, lengths)):
+            audio[row, :n] = w[:n]
+        frames = torch.from_numpy(audio).to(self.device).unfold(1, FBANK_FRAME_LEN, FBANK_HOP)
+        frames = frames - frames.mean(dim=2, keepdim=True)
+        frames = torch.cat([frames[..., :1] * (1 - FBANK_PREEMPHASIS),
+                            frames[..., 1:] - FBANK_PREEMPHASIS * frames[..., :-1]], dim=2) * self.window
+        power = torch.fft.rfft(frames, n=FBANK_FFT).abs().square()
+        fbank = torch.clamp(power @ self.mel, min=FBANK_MEL_FLOOR).log()
+        n_frames = torch.tensor([max(0, 1 + (n - FBANK_FRAME_LEN) // FBANK_HOP) for n in lengths], device=self.device)
+        valid = torch.arange(fbank.shape[1], device=self.device)[None, :] < n_frames[:, None]
+        fbank = fbank * valid[..., None]  # frames past a window's end are zero, as the extractor pads
+        fbank = torch.nn.functional.pad(fbank, (0, 0, 0, max(0, self.max_frames - fbank.shape[1])))
+        fbank = fbank[:, : self.max_frames]
+        return (fbank - self.mean) / (2 * self.std) if self.do_normalize else fbank
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: affinity, capped by a cgroup CPU quota (containers)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with AVX512-BF16 or AMX, where bf16 matmuls run faster than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
+    """Pick the device and precision: CUDA when present; bf16 where the hardware runs it natively."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible to torch; use --device cpu or install the CUDA build")
+    if dtype == "auto":
+        if device == "cuda":
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        else:
+            dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
+    if dtype == "float16" and device == "cpu":
+        raise ConfigError("--dtype float16 is for GPUs; on a CPU use float32 or bfloat16")
+    return device, dtype
+
+
+class LocalClassifier:
+    """AST in-process with transformers: batched, inference mode, sigmoid over every class."""
+
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 0,
+                 threads: int = 0):
+        import torch
+
+        torch.set_num_threads(threads or available_cpus())
+        self.device, self.dtype_name = resolve_device_dtype(device, dtype)
+        self._torch_dtype = getattr(torch, self.dtype_name)
+        started = time.monotonic()
+        self._extractor, self._model = _load_model(model, self._torch_dtype, self.device)
+        self.load_s = time.monotonic() - started
+        id2label = self._model.config.id2label
+        self.class_names = [id2label[i] for i in range(len(id2label))]
+        self.batch_size = batch_size or (64 if self.device == "cuda" else 8)
+        self.preferred_batch = self.batch_size
+        self._fbank = TorchFbank(self._extractor, self.device)
+
+    def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+
+        out = np.zeros((len(windows), len(self.class_names)), dtype=np.float32)
+        for start in range(0, len(windows), self.batch_size):
+            batch = windows[start : start + self.batch_size]
+            with torch.inference_mode():
+                features = self._fbank(batch).to(self._torch_dtype)
+                logits = self._model(input_values=features).logits
+                out[start : start + len(batch)] = logits.float().sigmoid().cpu().numpy()
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def _load_model(model: str, dtype, device: str):
+    """Load the feature extractor and model; every failure becomes a one-line ConfigError."""
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    looks_local = model.startswith((".", "/", "~")) or os.path.isdir(model)
+    if looks_local and not os.path.isdir(os.path.expanduser(model)):
+        raise ConfigError(f"--model {model}: no such folder; give a model folder or a Hugging Face model id")
+    path = os.path.expanduser(model) if looks_local else model
+    try:
+        with warnings.catch_warnings():  # the reference mel table has empty filters by design
+            warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+            extractor = AutoFeatureExtractor.from_pretrained(path)
+        network = AutoModelForAudioClassification.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError, KeyError) as exc:
+        offline = " (HF_HUB_OFFLINE is set: the model must already be in the hub cache)" if \
+            os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") and not looks_local else ""
+        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--model {model}: cannot load it as an audio classifier{offline}: {first_line}") from None
+    if not getattr(network.config, "id2label", None) or not hasattr(extractor, "max_length"):
+        raise ConfigError(f"--model {model}: not an AST-style audio classifier (no labels or no fbank extractor)")
+    return extractor, network.to(device).eval()
+
+
 def fetch_model_labels(model: str, hf_endpoint: str, token: str | None) -> list[str] | None:
     """The model's id2label from its config.json on the hub (or a local folder); None if unreadable."""
     import requests
@@ -603,8 +773,11 @@ class Studio:
         self.project_id = self._resolve_project(project_id)
 
     def _resolve_project(self, project_id: int | None) -> int:
-        projects = self._call(lambda: self._ei.ProjectsApi(self._client).list_projects(
-            _request_timeout=STUDIO_TIMEOUT_S), "listing projects").projects or []
+        try:
+            projects = self._call(lambda: self._ei.ProjectsApi(self._client).list_projects(
+                _request_timeout=STUDIO_TIMEOUT_S), "listing projects").projects or []
+        except SampleError as exc:  # before any sample: Studio itself is unusable
+            raise ConfigError(f"{exc}; check EI_API_ENDPOINT") from None
         if project_id is not None:
             return project_id
         if not projects:
@@ -716,17 +889,31 @@ def prefetch(ids: Sequence[int], fetch: Callable[[int], LoadedSample], depth: in
             yield pending.pop(0)
 
 
-def classify_sample(sample: LoadedSample, classifier: Classifier, settings: Settings,
-                    class_index: dict[str, int]) -> tuple[list[Window], list[Segment]]:
+@dataclass(frozen=True)
+class PlannedSample:
+    """A loaded sample with its windows, waiting for inference."""
+
+    position: int
+    sample: LoadedSample
+    windows: list[Window]
+    started: float
+
+
+def plan_sample(position: int, sample: LoadedSample, settings: Settings, started: float) -> PlannedSample:
     info = sample.info
-    windows = plan_windows(info.values_count, info.frequency_hz, settings.win_size_ms, settings.win_stride_ms)
     if settings.win_size_ms == 0 and info.values_count / info.frequency_hz * 1000 > MODEL_MAX_INPUT_MS:
         log(f"WARNING: sample {info.sample_id} is longer than {MODEL_MAX_INPUT_MS / 1000:g} s; with "
             "--win-size-ms 0 the model only hears its first 10.24 s")
-    scores = classifier.classify([window_audio(sample.audio_16k, w, info.frequency_hz) for w in windows])
-    step = step_ix(info.values_count, info.frequency_hz, settings)
-    segments, _ = label_sample(windows, scores, info.values_count, step, settings, class_index)
-    return windows, segments
+    windows = plan_windows(info.values_count, info.frequency_hz, settings.win_size_ms, settings.win_stride_ms)
+    return PlannedSample(position, sample, windows, started)
+
+
+def classify_group(group: Sequence[PlannedSample], classifier: Classifier) -> list[np.ndarray]:
+    """Classify the windows of several samples in one call (full batches); split the scores back."""
+    audio = [window_audio(p.sample.audio_16k, w, p.sample.info.frequency_hz) for p in group for w in p.windows]
+    scores = classifier.classify(audio)
+    bounds = np.cumsum([0] + [len(p.windows) for p in group])
+    return [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def write_result(studio: Studio, info: SampleInfo, segments: Sequence[Segment], settings: Settings,
@@ -739,19 +926,50 @@ def write_result(studio: Studio, info: SampleInfo, segments: Sequence[Segment], 
                                                 "metadata": metadata})
 
 
+class Progress:
+    """Samples done, windows per second and an ETA, printed every few seconds as plain lines."""
+
+    def __init__(self, total: int, every_s: float = PROGRESS_EVERY_S):
+        self.total, self.every_s = total, every_s
+        self.done = self.windows = 0
+        self.started = self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def add(self, samples: int, windows: int) -> None:
+        with self._lock:
+            self.done += samples
+            self.windows += windows
+            now = time.monotonic()
+            if now - self._last < self.every_s or self.done >= self.total:
+                return
+            self._last = now
+        elapsed = now - self.started
+        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        log(f"progress: {self.done}/{self.total} samples, {self.windows / elapsed:.1f} windows/s, "
+            f"ETA {_format_duration(eta)}")
+
+
+def _format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "unknown"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 class Writer:
     """Writes to Studio on its own thread so inference never waits on a POST."""
 
-    def __init__(self, studio: Studio, settings: Settings, job_id: int | None, depth: int):
-        self._studio, self._settings, self._job_id = studio, settings, job_id
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+    def __init__(self, studio: Studio, settings: Settings, job_id: int | None, progress: Progress):
+        self._studio, self._settings, self._job_id, self._progress = studio, settings, job_id, progress
+        self._queue: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE_SAMPLES)
         self.outcomes: list[SampleOutcome] = []
         self.fatal: BlockError | None = None
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
         self._thread.start()
 
-    def submit(self, info: SampleInfo, segments: list[Segment], summary: str, started: float) -> None:
-        self._queue.put((info, segments, summary, started))
+    def submit(self, info: SampleInfo, segments: list[Segment], summary: str, started: float, windows: int) -> None:
+        self._queue.put((info, segments, summary, started, windows))
 
     def close(self) -> list[SampleOutcome]:
         self._queue.put(None)
@@ -760,7 +978,7 @@ class Writer:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            info, segments, summary, started = item
+            info, segments, summary, started, windows = item
             if self.fatal is not None:
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, "not written (run stopped)"))
                 continue
@@ -770,51 +988,100 @@ class Writer:
                 self.fatal = exc
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, str(exc)))
             except SampleError as exc:
-                log(f"  sample {info.sample_id} ({info.name}): FAILED: {exc}")
+                log(f"{summary.split(':')[0]}: FAILED: {exc}")
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, str(exc)))
             else:
                 log(f"{summary} in {time.monotonic() - started:.2f} s")
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, True, summary))
+            self._progress.add(1, windows)
+
+
+class Labeler:
+    """The pipeline: prefetched samples -> batched inference across samples -> Studio writer."""
+
+    def __init__(self, ids: Sequence[int], studio: Studio, classifier: Classifier, settings: Settings,
+                 job_id: int | None):
+        self.ids, self.studio, self.classifier, self.settings, self.job_id = ids, studio, classifier, settings, job_id
+        self.class_index = {name.lower(): i for i, name in enumerate(classifier.class_names)}
+        self.outcomes: list[SampleOutcome] = []
+        self.progress = Progress(len(ids))
+        self.writer = Writer(studio, settings, job_id, self.progress)
+
+    def run(self) -> list[SampleOutcome]:
+        """Label every sample; per-sample failures are recorded, a fatal one stops the run."""
+        group: list[PlannedSample] = []
+        fatal: BlockError | None = None
+        try:
+            fetch = lambda i: load_sample(self.studio, i, self.job_id)  # noqa: E731
+            for position, (sample_id, future) in enumerate(prefetch(self.ids, fetch, PREFETCH_SAMPLES), start=1):
+                if fatal is not None or self.writer.fatal is not None:
+                    future.cancel()
+                    self._fail(position, sample_id, "", "not labeled (run stopped)", quiet=True)
+                    continue
+                try:
+                    group.append(plan_sample(position, future.result(), self.settings, time.monotonic()))
+                except SampleError as exc:
+                    self._fail(position, sample_id, "", str(exc))
+                except ConfigError as exc:
+                    fatal = exc
+                    self._fail(position, sample_id, "", str(exc), quiet=True)
+                if sum(len(p.windows) for p in group) >= self.classifier.preferred_batch or \
+                        len(group) >= MAX_GROUP_SAMPLES:
+                    fatal = fatal or self._flush(group)
+                    group = []
+            fatal = fatal or self._flush(group)
+        finally:
+            self.outcomes.extend(self.writer.close())
+        fatal = fatal or self.writer.fatal
+        if fatal is not None:
+            raise RunStopped(fatal, self.outcomes)
+        return self.outcomes
+
+    def _flush(self, group: list[PlannedSample]) -> BlockError | None:
+        """Classify a group and hand its labels to the writer; return a fatal error if one stops the run."""
+        if not group:
+            return None
+        try:
+            scores = classify_group(group, self.classifier)
+        except (ConfigError, FatalInferenceError) as exc:
+            for p in group:
+                self._fail(p.position, p.sample.info.sample_id, p.sample.info.name, str(exc), quiet=True)
+            return exc
+        except InferenceError as exc:
+            if len(group) > 1:  # find which sample failed; the others still get labeled
+                return next((e for e in (self._flush([p]) for p in group) if e is not None), None)
+            p = group[0]
+            self._fail(p.position, p.sample.info.sample_id, p.sample.info.name, str(exc))
+            return None
+        for p, sample_scores in zip(group, scores):
+            self._label(p, sample_scores)
+        return None
+
+    def _label(self, planned: PlannedSample, scores: np.ndarray) -> None:
+        info = planned.sample.info
+        step = step_ix(info.values_count, info.frequency_hz, self.settings)
+        segments, _ = label_sample(planned.windows, scores, info.values_count, step, self.settings,
+                                   self.class_index)
+        used = ", ".join(sorted({s.label for s in segments}))
+        count = f"{len(planned.windows)} window{'s' * (len(planned.windows) != 1)}"
+        summary = (f"{self._prefix(planned.position, info.sample_id)} ({info.name}): {count} -> "
+                   f"{len(segments)} segment{'s' * (len(segments) != 1)} [{used}]"
+                   f"{' proposed' if self.job_id is not None else ''}")
+        self.writer.submit(info, segments, summary, planned.started, len(planned.windows))
+
+    def _prefix(self, position: int, sample_id: int) -> str:
+        return f"[{position:>{len(str(len(self.ids)))}}/{len(self.ids)}] sample {sample_id}"
+
+    def _fail(self, position: int, sample_id: int, name: str, detail: str, quiet: bool = False) -> None:
+        if not quiet:
+            log(f"{self._prefix(position, sample_id)}: FAILED: {detail}")
+        self.outcomes.append(SampleOutcome(sample_id, name, False, detail))
+        self.progress.add(1, 0)
 
 
 def run(ids: Sequence[int], studio: Studio, classifier: Classifier, settings: Settings,
         job_id: int | None) -> list[SampleOutcome]:
-    """Label every sample; per-sample failures are recorded, fatal ones stop the run."""
-    class_index = {name.lower(): i for i, name in enumerate(classifier.class_names)}
-    outcomes: list[SampleOutcome] = []
-    writer = Writer(studio, settings, job_id, depth=PREFETCH_SAMPLES)
-    fatal: BlockError | None = None
-    try:
-        for n, (sample_id, future) in enumerate(prefetch(ids, lambda i: load_sample(studio, i, job_id),
-                                                         PREFETCH_SAMPLES), start=1):
-            prefix = f"[{n:>{len(str(len(ids)))}}/{len(ids)}] sample {sample_id}"
-            if fatal is not None or writer.fatal is not None:
-                future.cancel()
-                outcomes.append(SampleOutcome(sample_id, "", False, "not labeled (run stopped)"))
-                continue
-            started = time.monotonic()
-            try:
-                sample = future.result()
-                windows, segments = classify_sample(sample, classifier, settings, class_index)
-            except (ConfigError, FatalInferenceError) as exc:
-                fatal = exc
-                outcomes.append(SampleOutcome(sample_id, "", False, str(exc)))
-                continue
-            except SampleError as exc:
-                log(f"{prefix}: FAILED: {exc}")
-                outcomes.append(SampleOutcome(sample_id, "", False, str(exc)))
-                continue
-            used = sorted({s.label for s in segments})
-            summary = (f"{prefix} ({sample.info.name}): {len(windows)} windows -> {len(segments)} segments "
-                       f"[{', '.join(used)}]{' proposed' if job_id is not None else ''}")
-            writer.submit(sample.info, segments, summary, started)
-    finally:
-        outcomes.extend(writer.close())
-    if fatal is None and writer.fatal is not None:
-        fatal = writer.fatal
-    if fatal is not None:
-        raise RunStopped(fatal, outcomes)
-    return outcomes
+    return Labeler(ids, studio, classifier, settings, job_id).run()
 
 
 class RunStopped(Exception):
@@ -874,13 +1141,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step between windows in ms (default: the window size)")
     p.add_argument("--min-confidence", type=_float_range("--min-confidence", 0.0, 1.0),
                    default=DEFAULT_MIN_CONFIDENCE, help="score a label of interest needs (0..1)")
-    p.add_argument("--backend", choices=("local", "remote"), default="remote",
-                   help="remote: an HTTP endpoint speaking the Hugging Face inference protocol")
+    p.add_argument("--backend", choices=("local", "remote"), default="local",
+                   help="local: run the model in this process; remote: an endpoint speaking the HF inference protocol")
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face model id or local model folder")
     p.add_argument("--inference-url", default=None,
                    help=f"full POST URL for --backend remote (default {DEFAULT_INFERENCE_URL})")
     p.add_argument("--concurrency", type=_int_range("--concurrency", 1, 256), default=DEFAULT_CONCURRENCY,
                    help="inference requests in flight (remote backend)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="local backend: where the model runs (auto: CUDA when present)")
+    p.add_argument("--dtype", choices=DTYPES, default="auto",
+                   help="local backend precision (auto: bfloat16 on GPUs and CPUs with native bf16, else float32)")
+    p.add_argument("--batch-size", type=_int_range("--batch-size", 0, 4096), default=0,
+                   help="local backend: windows per forward pass (0: 64 on GPU, 8 on CPU)")
+    p.add_argument("--threads", type=_int_range("--threads", 0, 1024), default=0,
+                   help="local backend: torch CPU threads (0: the CPUs available to the container)")
     p.add_argument("--max-wait-s", type=_float_range("--max-wait-s", 1.0, 3600.0), default=DEFAULT_MAX_WAIT_S,
                    help="longest an inference request may wait on loading, rate limits and retries")
     return p
@@ -936,13 +1211,18 @@ def env_settings(environ: dict[str, str]) -> tuple[str, str, int | None]:
     return endpoint.rstrip("/"), key, int(project) if project else None
 
 
-def build_classifier(args: argparse.Namespace, environ: dict[str, str], labels: Sequence[str] | None,
-                     specs: Sequence[LabelSpec]) -> Classifier:
+def build_classifier(args: argparse.Namespace, environ: dict[str, str]) -> tuple[Classifier, tuple[LabelSpec, ...]]:
+    """Load or connect the backend and validate the labels against the model's own label list."""
     if args.backend == "local":
-        raise ConfigError("--backend local is not available in this build; use --backend remote")
+        classifier = LocalClassifier(args.model, args.device, args.dtype, args.batch_size, args.threads)
+        log(f"Loaded {args.model} on {classifier.device} ({classifier.dtype_name}, batch {classifier.batch_size}) "
+            f"in {classifier.load_s:.1f} s")
+        return classifier, parse_label_specs(args.audioset_labels, classifier.class_names)
     token = environ.get("HF_TOKEN") or environ.get("HF_API_KEY")
+    labels = fetch_model_labels(args.model, environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT, token)
+    specs = parse_label_specs(args.audioset_labels, labels)
     class_names = list(labels) if labels is not None else [s.model_label for s in specs]
-    return RemoteClassifier(args.inference_url, token, class_names, args.concurrency, args.max_wait_s)
+    return RemoteClassifier(args.inference_url, token, class_names, args.concurrency, args.max_wait_s), specs
 
 
 def print_summary(outcomes: Sequence[SampleOutcome], elapsed_s: float) -> int:
@@ -961,13 +1241,10 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         args = parse_args(list(sys.argv[1:] if argv is None else argv))
         ids = read_ids(args.data_ids_file)
         endpoint, key, project_id = env_settings(environ)
-        token = environ.get("HF_TOKEN") or environ.get("HF_API_KEY")
-        labels = fetch_model_labels(args.model, environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT, token)
-        specs = parse_label_specs(args.audioset_labels, labels)
+        studio = Studio(endpoint, key, project_id)
+        classifier, specs = build_classifier(args, environ)
         settings = Settings(specs, args.other_label.strip() or "other", args.win_size_ms, args.win_stride_ms,
                             args.min_confidence, args.model)
-        classifier = build_classifier(args, environ, labels, specs)
-        studio = Studio(endpoint, key, project_id)
         mode = f"preview (job {args.propose_actions})" if args.propose_actions else "apply"
         log(f"Labeling {len(ids)} samples of project {studio.project_id} in {mode} mode with {args.model} "
             f"({args.backend}); labels: {', '.join(s.output_label for s in specs)}")
@@ -984,7 +1261,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         log("ERROR: interrupted", sys.stderr)
         return EXIT_SOME_FAILED
     finally:
-        if classifier is not None and hasattr(classifier, "close"):
+        if classifier is not None:
             classifier.close()
 
 

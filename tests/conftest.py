@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 
+# Read by huggingface_hub at import time: no test may reach the hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import transform  # noqa: E402
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone  # noqa: E402
-from inference_emulator import InferenceEmulator  # noqa: E402
+from inference_emulator import LABELS, InferenceEmulator  # noqa: E402
 from studio_emulator import EmuSample, StudioEmulator  # noqa: E402
 
 STUDIO_KEY = "ei_0123456789abcdef-secret-studio-key"
@@ -27,7 +30,7 @@ HF_TOKEN = "hf_secretTokenValue987654321"
 def clean_environ(monkeypatch):
     """No test sees the developer's keys or endpoints."""
     for name in list(os.environ):
-        if name.startswith(("EI_", "HF_")):
+        if name.startswith(("EI_", "HF_")) and name != "HF_HUB_OFFLINE":
             monkeypatch.delenv(name, raising=False)
 
 
@@ -70,6 +73,39 @@ def project(studio):
     for sample in standard_samples():
         studio.state.add(sample)
     return studio
+
+
+def make_tiny_ast(path: Path, logits=None, seed: int = 0) -> Path:
+    """A tiny AST with real AudioSet names, saved like a hub model; ``logits`` fixes the head's output."""
+    import torch
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       num_mel_bins=128, max_length=1024, id2label=dict(enumerate(LABELS)),
+                       label2id={name: i for i, name in enumerate(LABELS)})
+    torch.manual_seed(seed)
+    model = ASTForAudioClassification(config).eval()
+    if logits is not None:
+        with torch.no_grad():
+            model.classifier.dense.weight.zero_()
+            model.classifier.dense.bias.copy_(torch.tensor(logits, dtype=torch.float32))
+    model.save_pretrained(path)
+    ASTFeatureExtractor(max_length=1024).save_pretrained(path)
+    return path
+
+
+# Dog 0.73, Bark 0.5, everything else 0.018: every window's best label of interest is fixed.
+DOG_LOGITS = [1.0 if name == "Dog" else 0.0 if name == "Bark" else -4.0 for name in LABELS]
+
+
+@pytest.fixture(scope="session")
+def dog_model(tmp_path_factory) -> Path:
+    return make_tiny_ast(tmp_path_factory.mktemp("dog-model"), DOG_LOGITS)
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory) -> Path:
+    return make_tiny_ast(tmp_path_factory.mktemp("random-model"), seed=1)
 
 
 @dataclass

@@ -1,0 +1,147 @@
+"""The local backend: AST loaded with transformers from tiny models the tests build and save."""
+
+import numpy as np
+import pytest
+from transformers import ASTFeatureExtractor, BertConfig, BertForSequenceClassification
+
+from audio import DOG_HZ, MUSIC_HZ, noise, silence, tone
+from inference_emulator import LABELS
+from transform import ConfigError, LocalClassifier, TorchFbank, resolve_device_dtype
+
+
+def windows_of_mixed_lengths():
+    return [tone(MUSIC_HZ, 1, 16000), noise(2, 16000, seed=3), silence(0.5, 16000), tone(DOG_HZ, 10.5, 16000),
+            noise(0.03, 16000, seed=4), tone(MUSIC_HZ, 3.3, 16000, 0.1), noise(1, 16000, seed=5),
+            tone(DOG_HZ, 0.7, 16000)]
+
+
+def test_torch_features_match_the_reference_extractor():
+    extractor = ASTFeatureExtractor()
+    windows = windows_of_mixed_lengths()
+    reference = extractor(windows, sampling_rate=16000, return_tensors="np")["input_values"]
+    ours = TorchFbank(extractor, "cpu")(windows).numpy()
+    assert ours.shape == reference.shape == (8, 1024, 128)
+    assert np.abs(ours - reference).max() < 1e-3
+
+
+def test_window_shorter_than_one_frame_is_all_padding():
+    extractor = ASTFeatureExtractor()
+    features = TorchFbank(extractor, "cpu")([noise(0.01, 16000)]).numpy()
+    assert np.allclose(features, (0 - extractor.mean) / (2 * extractor.std))
+
+
+def test_model_labels_come_from_the_loaded_model(random_model):
+    assert LocalClassifier(str(random_model), "cpu", "float32").class_names == LABELS
+
+
+def test_scores_are_sigmoid_over_every_class(dog_model):
+    scores = LocalClassifier(str(dog_model), "cpu", "float32").classify([tone(MUSIC_HZ, 1, 16000)] * 3)
+    assert scores.shape == (3, len(LABELS))
+    assert scores[0, LABELS.index("Dog")] == pytest.approx(0.7311, abs=1e-4)
+    assert scores[0, LABELS.index("Bark")] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_scores_do_not_depend_on_the_batch_a_window_lands_in(random_model):
+    windows = windows_of_mixed_lengths()
+    one = LocalClassifier(str(random_model), "cpu", "float32", batch_size=1).classify(windows)
+    eight = LocalClassifier(str(random_model), "cpu", "float32", batch_size=8).classify(windows)
+    three = LocalClassifier(str(random_model), "cpu", "float32", batch_size=3).classify(windows[::-1])[::-1]
+    assert np.abs(one - eight).max() < 1e-5 and np.abs(one - three).max() < 1e-5
+    assert np.ptp(one, axis=0).max() > 1e-4  # the random model does tell the windows apart
+
+
+def test_bfloat16_agrees_with_float32(random_model):
+    windows = windows_of_mixed_lengths()
+    fp32 = LocalClassifier(str(random_model), "cpu", "float32").classify(windows)
+    bf16 = LocalClassifier(str(random_model), "cpu", "bfloat16").classify(windows)
+    assert np.abs(fp32 - bf16).max() < 0.02
+
+
+def test_auto_device_is_cpu_without_a_gpu():
+    device, dtype = resolve_device_dtype("auto", "float32")
+    assert (device, dtype) == ("cpu", "float32")
+
+
+def test_float16_on_cpu_is_rejected():
+    with pytest.raises(ConfigError, match="--dtype float16 is for GPUs"):
+        resolve_device_dtype("cpu", "float16")
+
+
+def test_missing_model_folder(tmp_path):
+    with pytest.raises(ConfigError, match="no such folder"):
+        LocalClassifier(str(tmp_path / "nope"), "cpu", "float32")
+
+
+def test_folder_that_is_not_a_model(tmp_path):
+    with pytest.raises(ConfigError, match="cannot load it as an audio classifier"):
+        LocalClassifier(str(tmp_path), "cpu", "float32")
+
+
+def test_text_model_is_not_an_audio_classifier(tmp_path):
+    BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=32, vocab_size=50)).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="--model .*: (cannot load it as an audio classifier|not an AST)"):
+        LocalClassifier(str(tmp_path), "cpu", "float32")
+
+
+def test_hub_id_not_in_cache_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ConfigError, match="HF_HUB_OFFLINE is set"):
+        LocalClassifier("MIT/ast-finetuned-audioset-10-10-0.4593", "cpu", "float32")
+
+
+# --- end to end with --backend local ------------------------------------------------------------
+
+
+def test_local_backend_labels_the_project_in_apply_mode(project, run_block, dog_model):
+    result = run_block("--model", str(dog_model), backend="local", labels="Speech\\nMusic\\nDog (doggo)")
+    assert result.code == 0, result.out + result.err
+    assert project.state.labels_of(101) == [{"startIndex": 0, "endIndex": 63999, "label": "doggo"}]
+    assert project.state.labels_of(103) == [{"startIndex": 0, "endIndex": 7999, "label": "doggo"}]
+    assert project.state.samples[101].metadata["ast_model"] == str(dog_model)
+
+
+def test_local_backend_per_label_thresholds(project, run_block, dog_model):
+    result = run_block("--model", str(dog_model), backend="local", labels="Dog (dog, 0.8)\\nBark (bark, 0.45)")
+    assert result.code == 0
+    assert {s["label"] for sid in (101, 102, 103) for s in project.state.labels_of(sid)} == {"bark"}
+
+
+def test_local_backend_preview_mode(project, run_block, dog_model):
+    result = run_block("--model", str(dog_model), "--propose-actions", "9", backend="local", labels="Dog")
+    assert result.code == 0
+    assert [w.kind for w in project.state.writes] == ["propose-changes"] * 3
+    assert project.state.proposals[(9, 102)]["structuredLabels"] == [
+        {"startIndex": 0, "endIndex": 63999, "label": "Dog"}]
+
+
+def test_local_backend_validates_labels_against_the_loaded_model(project, run_block, dog_model):
+    result = run_block("--model", str(dog_model), backend="local", labels="Speech\\nCat")
+    assert result.code == 2 and "unknown AudioSet label 'Cat'" in result.err
+    assert project.state.writes == []
+
+
+def test_many_short_samples_share_batches(studio, run_block, dog_model, monkeypatch):
+    import transform
+    from studio_emulator import EmuSample
+
+    for i in range(20):
+        studio.state.add(EmuSample(600 + i, f"s{i}.wav", 16000, [noise(0.5, 16000, seed=i)]))
+    calls = []
+    original = transform.LocalClassifier.classify
+    monkeypatch.setattr(transform.LocalClassifier, "classify",
+                        lambda self, windows: calls.append(len(windows)) or original(self, windows))
+    result = run_block("--model", str(dog_model), "--batch-size", "8", backend="local", labels="Dog")
+    assert result.code == 0
+    assert calls == [8, 8, 4]
+
+
+@pytest.mark.parametrize("model, message", [
+    ("/no/such/model", "no such folder"),
+    ("MIT/ast-finetuned-audioset-10-10-0.4593", "HF_HUB_OFFLINE is set"),
+])
+def test_unloadable_model_stops_before_touching_samples(project, run_block, tmp_path, monkeypatch, model, message):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    result = run_block("--model", model, backend="local")
+    assert result.code == 2 and message in result.err and "Traceback" not in result.err
+    assert project.state.writes == [] and not [r for r in project.state.requests if "/raw-data/" in r.path]
