@@ -677,12 +677,13 @@ class LocalClassifier:
         self._torch_dtype = getattr(torch, self.dtype_name)
         started = time.monotonic()
         self._extractor, self._model = _load_model(model, self._torch_dtype, self.device)
-        self.load_s = time.monotonic() - started
         id2label = self._model.config.id2label
         self.class_names = [id2label[i] for i in range(len(id2label))]
         self.batch_size = batch_size or (64 if self.device == "cuda" else 8)
         self.preferred_batch = self.batch_size
         self._fbank = TorchFbank(self._extractor, self.device)
+        self.classify([np.zeros(MODEL_RATE_HZ, dtype=np.float32)])  # first call allocates; keep it out of labeling
+        self.load_s = time.monotonic() - started
 
     def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         import torch
@@ -703,7 +704,9 @@ class LocalClassifier:
 def _load_model(model: str, dtype, device: str):
     """Load the feature extractor and model; every failure becomes a one-line ConfigError."""
     from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # carriage-return bars garble Studio's job log
     looks_local = model.startswith((".", "/", "~")) or os.path.isdir(model)
     if looks_local and not os.path.isdir(os.path.expanduser(model)):
         raise ConfigError(f"--model {model}: no such folder; give a model folder or a Hugging Face model id")
@@ -766,6 +769,8 @@ class Studio:
             total=STUDIO_RETRIES, connect=STUDIO_RETRIES, read=STUDIO_RETRIES, backoff_factor=0.5,
             backoff_max=HTTP_BACKOFF_MAX_S, status_forcelist=(429, 500, 502, 503, 504),
             allowed_methods=None, respect_retry_after_header=True, raise_on_status=False,
+            # Studio may redirect downloads to storage: the key must not follow to another host.
+            remove_headers_on_redirect=["Authorization", "Cookie", "Proxy-Authorization", "x-api-key"],
         )
         self._ei = ei
         self._client = ei.ApiClient(config)
@@ -1025,6 +1030,8 @@ class Labeler:
                 except ConfigError as exc:
                     fatal = exc
                     self._fail(position, sample_id, "", str(exc), quiet=True)
+                except Exception as exc:  # noqa: BLE001 - one odd sample must not end the run
+                    self._fail(position, sample_id, "", f"unexpected {type(exc).__name__}: {exc}")
                 if sum(len(p.windows) for p in group) >= self.classifier.preferred_batch or \
                         len(group) >= MAX_GROUP_SAMPLES:
                     fatal = fatal or self._flush(group)
@@ -1219,6 +1226,8 @@ def build_classifier(args: argparse.Namespace, environ: dict[str, str]) -> tuple
             f"in {classifier.load_s:.1f} s")
         return classifier, parse_label_specs(args.audioset_labels, classifier.class_names)
     token = environ.get("HF_TOKEN") or environ.get("HF_API_KEY")
+    if not token:
+        log("WARNING: neither HF_TOKEN nor HF_API_KEY is set; inference requests carry no Authorization header")
     labels = fetch_model_labels(args.model, environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT, token)
     specs = parse_label_specs(args.audioset_labels, labels)
     class_names = list(labels) if labels is not None else [s.model_label for s in specs]

@@ -222,6 +222,18 @@ def test_inference_endpoint_rejecting_the_token_stops_the_run(project, run_block
     assert project.state.writes == []
 
 
+def test_missing_hf_token_warns_and_the_endpoints_refusal_stops_the_run(project, run_block):
+    result = run_block(env={"HF_TOKEN": None})
+    assert "neither HF_TOKEN nor HF_API_KEY is set" in result.out
+    assert result.code == 2 and "rejected the token" in result.err
+    assert project.state.writes == []
+
+
+def test_hf_api_key_is_accepted_as_the_token(project, run_block):
+    result = run_block(env={"HF_TOKEN": None, "HF_API_KEY": HF_TOKEN})
+    assert result.code == 0, result.out + result.err
+
+
 def test_inference_endpoint_that_never_loads_stops_quickly_and_writes_nothing(project, hf, run_block):
     hf.state.always_loading = True
     result = run_block("--max-wait-s", "2")

@@ -1,0 +1,93 @@
+"""The Docker image as Studio runs it: the container labels the emulated project like the script does.
+
+Needs an image built from the Dockerfile, named in BLOCK_IMAGE (``.ci/run`` builds one with podman
+and ``BAKE_MODEL=0``; a tiny model is mounted instead of the baked-in weights). The container
+reaches the emulators on 127.0.0.1 through ``--network host``.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import HF_TOKEN, STUDIO_KEY, standard_samples
+
+IMAGE = os.environ.get("BLOCK_IMAGE")
+ENGINE = os.environ.get("CONTAINER_ENGINE", "podman")
+
+pytestmark = pytest.mark.skipif(not IMAGE, reason="BLOCK_IMAGE is not set: build the image first (see .ci/run)")
+
+LABELS = "Speech\\nMusic\\nDog (doggo)\\nBark (bark, 0.45)"
+
+
+@pytest.fixture
+def shared_dir(tmp_path, dog_model):
+    """A folder the container's non-root user can read: ids.json and the tiny model."""
+    folder = tmp_path / "mount"
+    shutil.copytree(dog_model, folder / "model")
+    (folder / "ids.json").write_text(json.dumps(sorted(s.sample_id for s in standard_samples())))
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return folder
+
+
+def docker_run(shared, args, env):
+    """The README's `docker run` line, with podman and the emulators' endpoints."""
+    command = [ENGINE, "run", "--rm", "--network", "host", "-v", f"{shared}:/data:ro"]
+    for name in env:
+        command += ["-e", name]  # values come from this process's env, never from argv
+    command += [IMAGE, "--data-ids-file", "/data/ids.json", *args]
+    return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+
+
+def labels_of(studio):
+    return {sid: s.structured_labels for sid, s in studio.state.samples.items()}
+
+
+def reset(studio):
+    studio.state.samples.clear()
+    studio.state.proposals.clear()
+    studio.state.writes.clear()
+    for sample in standard_samples():
+        studio.state.add(sample)
+
+
+def test_container_local_backend_apply_matches_the_script(studio, hf, run_block, shared_dir, dog_model):
+    reset(studio)
+    proc = docker_run(shared_dir, ["--audioset-labels", LABELS, "--model", "/data/model", "--win-size-ms", "1000"],
+                      {"EI_PROJECT_API_KEY": STUDIO_KEY, "EI_API_ENDPOINT": studio.endpoint})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    in_container = labels_of(studio)
+    assert all(in_container.values())
+    assert STUDIO_KEY not in proc.stdout + proc.stderr
+
+    reset(studio)
+    outside = run_block("--model", str(dog_model), "--win-size-ms", "1000", backend="local", labels=LABELS)
+    assert outside.code == 0
+    assert labels_of(studio) == in_container
+
+
+def test_container_remote_backend_preview_matches_the_script(studio, hf, run_block, shared_dir):
+    reset(studio)
+    proc = docker_run(shared_dir, ["--audioset-labels", LABELS, "--backend", "remote", "--inference-url", hf.url,
+                                   "--propose-actions", "77"],
+                      {"EI_PROJECT_API_KEY": STUDIO_KEY, "EI_API_ENDPOINT": studio.endpoint, "HF_TOKEN": HF_TOKEN,
+                       "HF_ENDPOINT": hf.hub})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [w.kind for w in studio.state.writes] == ["propose-changes"] * 3
+    in_container = dict(studio.state.proposals)
+    assert HF_TOKEN not in proc.stdout + proc.stderr
+
+    reset(studio)
+    outside = run_block("--propose-actions", "77", labels=LABELS)
+    assert outside.code == 0
+    assert studio.state.proposals == in_container
+
+
+def test_container_bad_input_exits_2_with_one_line(studio, shared_dir):
+    proc = docker_run(shared_dir, ["--audioset-labels", "Speech", "--win-size-ms", "-1"],
+                      {"EI_PROJECT_API_KEY": STUDIO_KEY, "EI_API_ENDPOINT": studio.endpoint})
+    assert proc.returncode == 2
+    assert "--win-size-ms -1 is out of range" in proc.stderr and "Traceback" not in proc.stderr
