@@ -190,6 +190,7 @@ class SampleOutcome:
     name: str
     ok: bool
     detail: str
+    skipped: bool = False  # already labeled with the same settings by an earlier run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -809,15 +810,18 @@ class Studio:
             _request_timeout=STUDIO_TIMEOUT_S), f"downloading sample {info.sample_id}")
         return resp.data
 
-    def write_labels(self, sample_id: int, segments: Sequence[Segment], metadata: dict[str, str]) -> None:
-        ei = self._ei
-        labels = [_segment_json(s) for s in segments]
+    def set_labels(self, sample_id: int, segments: Sequence[Segment]) -> None:
+        request = self._ei.SetSampleStructuredLabelsRequest.from_dict(
+            {"structuredLabels": [_segment_json(s) for s in segments]})
         self._call(lambda: self._raw.set_sample_structured_labels(
-            self.project_id, sample_id, ei.SetSampleStructuredLabelsRequest.from_dict({"structuredLabels": labels}),
-            _request_timeout=STUDIO_TIMEOUT_S), f"writing labels of sample {sample_id}")
+            self.project_id, sample_id, request, _request_timeout=STUDIO_TIMEOUT_S),
+            f"writing labels of sample {sample_id}")
+
+    def set_metadata(self, sample_id: int, metadata: dict[str, str]) -> None:
+        request = self._ei.SetSampleMetadataRequest.from_dict({"metadata": metadata})
         self._call(lambda: self._raw.set_sample_metadata(
-            self.project_id, sample_id, ei.SetSampleMetadataRequest.from_dict({"metadata": metadata}),
-            _request_timeout=STUDIO_TIMEOUT_S), f"writing metadata of sample {sample_id}")
+            self.project_id, sample_id, request, _request_timeout=STUDIO_TIMEOUT_S),
+            f"writing metadata of sample {sample_id}")
 
     def propose(self, sample_id: int, job_id: int, changes: dict) -> None:
         request = self._ei.SetSampleProposedChangesRequest.from_dict({"jobId": job_id, "proposedChanges": changes})
@@ -826,6 +830,17 @@ class Studio:
             f"proposing changes for sample {sample_id}")
 
     def _call(self, fn: Callable, what: str):
+        """Run one client call; HTTP-level retries are urllib3's, transient refusals are retried here."""
+        for attempt in range(STUDIO_RETRIES + 1):
+            try:
+                return self._call_once(fn, what)
+            except TransientStudioError as exc:
+                if attempt == STUDIO_RETRIES:
+                    raise SampleError(str(exc)) from None
+                time.sleep(_backoff_s(attempt))
+        raise AssertionError("unreachable")
+
+    def _call_once(self, fn: Callable, what: str):
         import urllib3
 
         exceptions = self._ei.exceptions
@@ -841,22 +856,44 @@ class Studio:
         except (KeyError, TypeError) as exc:
             raise SampleError(f"Studio sent an unexpected answer while {what} ({exc!r:.80})") from None
         except Exception as exc:  # the client raises a plain Exception for {"success": false}
-            raise SampleError(f"Studio refused {what}: {str(exc)[:200]}") from None
+            message = f"Studio refused {what}: {str(exc)[:200]}"
+            if _TRANSIENT_STUDIO_RE.search(str(exc)):
+                raise TransientStudioError(message) from None
+            raise SampleError(message) from None
+
+
+# Studio answers most failures as 200 {"success": false}; these words mark the ones worth retrying.
+_TRANSIENT_STUDIO_RE = re.compile(r"try again|timed? ?out|temporar|too many requests|rate limit|unavailable|busy",
+                                  re.IGNORECASE)
+
+
+class TransientStudioError(Exception):
+    """A Studio refusal that a retry may fix."""
 
 
 def _segment_json(segment: Segment) -> dict:
     return {"startIndex": segment.start_ix, "endIndex": segment.end_ix, "label": segment.label}
 
 
-def block_metadata(existing: dict[str, str], settings: Settings) -> dict[str, str]:
+STATUS_KEY, SETTINGS_KEY = "ast_status", "ast_settings"
+STATUS_LABELING, STATUS_DONE = "labeling", "done"
+
+
+def block_metadata(existing: dict[str, str], settings: Settings, status: str) -> dict[str, str]:
     """The sample's metadata plus this block's keys (Studio replaces the whole map)."""
     return {
         **existing,
         "labeled_by": BLOCK_NAME,
         "ast_model": settings.model,
         "ast_labels": "; ".join(s.output_label for s in settings.specs),
-        "ast_settings": settings.fingerprint(),
+        SETTINGS_KEY: settings.fingerprint(),
+        STATUS_KEY: status,
     }
+
+
+def already_labeled(metadata: dict[str, str], settings: Settings) -> bool:
+    """True when a finished run with the same settings labeled this sample (manual edits since are kept)."""
+    return metadata.get(STATUS_KEY) == STATUS_DONE and metadata.get(SETTINGS_KEY) == settings.fingerprint()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -872,8 +909,19 @@ def log(message: str, stream=None) -> None:
         print(message, file=stream or sys.stdout, flush=True)
 
 
-def load_sample(studio: Studio, sample_id: int, job_id: int | None) -> LoadedSample:
+class AlreadyLabeled(Exception):
+    """The sample carries a finished labeling with the same settings: nothing to do."""
+
+    def __init__(self, info: SampleInfo):
+        super().__init__(info.name)
+        self.info = info
+
+
+def load_sample(studio: Studio, sample_id: int, job_id: int | None, skip_done: Settings | None = None) -> LoadedSample:
+    """Read, download and decode one sample; with ``skip_done``, stop early if it is already labeled."""
     info = studio.read_sample(sample_id, job_id)
+    if skip_done is not None and already_labeled(info.metadata, skip_done):
+        raise AlreadyLabeled(info)
     audio, rate_hz = decode_wav(studio.download_wav(info))
     expected_s, got_s = info.values_count / info.frequency_hz, len(audio) / rate_hz
     if abs(expected_s - got_s) > max(0.05, 0.01 * expected_s):
@@ -923,12 +971,19 @@ def classify_group(group: Sequence[PlannedSample], classifier: Classifier) -> li
 
 def write_result(studio: Studio, info: SampleInfo, segments: Sequence[Segment], settings: Settings,
                  job_id: int | None) -> None:
-    metadata = block_metadata(info.metadata, settings)
-    if job_id is None:
-        studio.write_labels(info.sample_id, segments, metadata)
-    else:
+    """Apply: mark the sample as being labeled, write the labels, then mark it done.
+
+    Studio has no transaction, so the metadata brackets the labels: a run killed anywhere in
+    between leaves status "labeling" (or older settings), and the next run relabels the sample.
+    Preview: one propose-changes with labels and metadata together.
+    """
+    if job_id is not None:
         studio.propose(info.sample_id, job_id, {"structuredLabels": [_segment_json(s) for s in segments],
-                                                "metadata": metadata})
+                                                "metadata": block_metadata(info.metadata, settings, STATUS_DONE)})
+        return
+    studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_LABELING))
+    studio.set_labels(info.sample_id, segments)
+    studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_DONE))
 
 
 class Progress:
@@ -1005,8 +1060,10 @@ class Labeler:
     """The pipeline: prefetched samples -> batched inference across samples -> Studio writer."""
 
     def __init__(self, ids: Sequence[int], studio: Studio, classifier: Classifier, settings: Settings,
-                 job_id: int | None):
+                 job_id: int | None, force: bool = False):
         self.ids, self.studio, self.classifier, self.settings, self.job_id = ids, studio, classifier, settings, job_id
+        # Preview never skips: Studio shows only samples that got a proposal.
+        self.skip_done = None if force or job_id is not None else settings
         self.class_index = {name.lower(): i for i, name in enumerate(classifier.class_names)}
         self.outcomes: list[SampleOutcome] = []
         self.progress = Progress(len(ids))
@@ -1017,7 +1074,7 @@ class Labeler:
         group: list[PlannedSample] = []
         fatal: BlockError | None = None
         try:
-            fetch = lambda i: load_sample(self.studio, i, self.job_id)  # noqa: E731
+            fetch = lambda i: load_sample(self.studio, i, self.job_id, self.skip_done)  # noqa: E731
             for position, (sample_id, future) in enumerate(prefetch(self.ids, fetch, PREFETCH_SAMPLES), start=1):
                 if fatal is not None or self.writer.fatal is not None:
                     future.cancel()
@@ -1025,6 +1082,11 @@ class Labeler:
                     continue
                 try:
                     group.append(plan_sample(position, future.result(), self.settings, time.monotonic()))
+                except AlreadyLabeled as done:
+                    log(f"{self._prefix(position, sample_id)} ({done.info.name}): already labeled with these "
+                        "settings, skipped (--force relabels)")
+                    self.outcomes.append(SampleOutcome(sample_id, done.info.name, True, "skipped", skipped=True))
+                    self.progress.add(1, 0)
                 except SampleError as exc:
                     self._fail(position, sample_id, "", str(exc))
                 except ConfigError as exc:
@@ -1087,8 +1149,8 @@ class Labeler:
 
 
 def run(ids: Sequence[int], studio: Studio, classifier: Classifier, settings: Settings,
-        job_id: int | None) -> list[SampleOutcome]:
-    return Labeler(ids, studio, classifier, settings, job_id).run()
+        job_id: int | None, force: bool = False) -> list[SampleOutcome]:
+    return Labeler(ids, studio, classifier, settings, job_id, force).run()
 
 
 class RunStopped(Exception):
@@ -1148,6 +1210,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step between windows in ms (default: the window size)")
     p.add_argument("--min-confidence", type=_float_range("--min-confidence", 0.0, 1.0),
                    default=DEFAULT_MIN_CONFIDENCE, help="score a label of interest needs (0..1)")
+    p.add_argument("--force", action="store_true",
+                   help="relabel samples already labeled with the same settings (default: skip them)")
     p.add_argument("--backend", choices=("local", "remote"), default="local",
                    help="local: run the model in this process; remote: an endpoint speaking the HF inference protocol")
     p.add_argument("--model", default=DEFAULT_MODEL, help="Hugging Face model id or local model folder")
@@ -1236,7 +1300,9 @@ def build_classifier(args: argparse.Namespace, environ: dict[str, str]) -> tuple
 
 def print_summary(outcomes: Sequence[SampleOutcome], elapsed_s: float) -> int:
     failed = [o for o in outcomes if not o.ok]
-    log(f"Done: {len(outcomes) - len(failed)} of {len(outcomes)} samples labeled in {elapsed_s:.1f} s")
+    skipped = sum(o.skipped for o in outcomes)
+    skip_note = f" ({skipped} already labeled with these settings, skipped)" if skipped else ""
+    log(f"Done: {len(outcomes) - len(failed)} of {len(outcomes)} samples labeled{skip_note} in {elapsed_s:.1f} s")
     for o in failed:
         log(f"  not labeled: sample {o.sample_id}{f' ({o.name})' if o.name else ''}: {o.detail}")
     return EXIT_SOME_FAILED if failed else EXIT_OK
@@ -1257,7 +1323,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         mode = f"preview (job {args.propose_actions})" if args.propose_actions else "apply"
         log(f"Labeling {len(ids)} samples of project {studio.project_id} in {mode} mode with {args.model} "
             f"({args.backend}); labels: {', '.join(s.output_label for s in specs)}")
-        outcomes = run(ids, studio, classifier, settings, args.propose_actions)
+        outcomes = run(ids, studio, classifier, settings, args.propose_actions, args.force)
         return print_summary(outcomes, time.monotonic() - started)
     except RunStopped as stop:
         log(f"ERROR: {stop.cause}", sys.stderr)

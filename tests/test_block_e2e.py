@@ -46,11 +46,13 @@ def test_apply_mode_keeps_existing_metadata_and_adds_the_blocks_keys(project, ru
     assert settings["win_ms"] == 2000 and settings["labels"][0] == ["Speech", "Speech", 0.2]
 
 
-def test_labels_are_written_before_metadata_and_once_per_sample(project, run_block):
+def test_labels_are_bracketed_by_metadata_marking_labeling_then_done(project, run_block):
     run_block()
-    kinds = [(w.sample_id, w.kind) for w in project.state.writes]
     for sid in EXPECTED_16K:
-        assert [k for s, k in kinds if s == sid] == ["structured-labels", "metadata"]
+        writes = [w for w in project.state.writes if w.sample_id == sid]
+        assert [w.kind for w in writes] == ["metadata", "structured-labels", "metadata"]
+        assert writes[0].body["metadata"]["ast_status"] == "labeling"
+        assert writes[2].body["metadata"]["ast_status"] == "done"
 
 
 def test_sample_is_read_with_the_fewest_payload_values(project, run_block):
@@ -282,7 +284,7 @@ def test_studio_rejecting_a_write_fails_only_that_sample(project, run_block):
     result = run_block()
     assert result.code == 1 and "sample 102" in result.out and "does not have a label" in result.out
     assert project.state.labels_of(101) == EXPECTED_16K[101] and project.state.labels_of(103) == EXPECTED_16K[103]
-    assert project.state.samples[102].metadata == {}  # no metadata without its labels
+    assert project.state.samples[102].metadata["ast_status"] == "labeling"  # never marked done: a rerun redoes it
 
 
 def test_studio_hiccups_are_retried(project, run_block):
