@@ -740,8 +740,8 @@ def fetch_model_labels(model: str, hf_endpoint: str, token: str | None) -> list[
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             with requests.Session() as session:
                 session.trust_env = False
-                resp = session.get(url, headers=headers, timeout=(HTTP_CONNECT_TIMEOUT_S, 30.0),
-                                   allow_redirects=False)
+                # The hub may redirect to a CDN; requests drops Authorization when the host changes.
+                resp = session.get(url, headers=headers, timeout=(HTTP_CONNECT_TIMEOUT_S, 30.0))
             resp.raise_for_status()
             config = resp.json()
         id2label = config["id2label"]

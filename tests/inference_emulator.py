@@ -74,7 +74,10 @@ class InferenceState:
     error_every: int = 0  # every k-th request answers 500
     drop_every: int = 0  # every k-th request drops the connection
     latency_s: float = 0.0
+    redirect_to: str | None = None  # answer POSTs with a 307 to this URL
+    config_redirect_to: str | None = None  # answer the config.json GET with a 302 to this URL
     count: int = 0
+    faults: int = 0  # injected fault answers (loading, 429, 5xx, drops)
     in_flight: int = 0
     max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -89,6 +92,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         st = self.state
+        if st.config_redirect_to and self.path.endswith("/config.json"):
+            return self._json({}, 302, {"Location": st.config_redirect_to})
         if st.serve_config and self.path == f"/{MODEL_ID}/resolve/main/config.json":
             config = {"model_type": "audio-spectrogram-transformer",
                       "id2label": {str(i): name for i, name in enumerate(st.labels)}}
@@ -117,18 +122,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, n: int, body: bytes, record: dict) -> None:
         st = self.state
+        if st.redirect_to:
+            return self._json({}, 307, {"Location": st.redirect_to})
         if st.token and self.headers.get("Authorization") != f"Bearer {st.token}":
             return self._json({"error": "Invalid credentials in Authorization header"}, 401)
         if st.always_loading or n <= st.loading_requests:
+            self._count_fault()
             return self._json({"error": f"Model {MODEL_ID} is currently loading", "estimated_time": 0.2}, 503)
         if st.drop_every and n % st.drop_every == 0:
+            self._count_fault()
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         if st.rate_limit_every and n % st.rate_limit_every == 0:
+            self._count_fault()
             headers = {"Retry-After": st.retry_after} if st.retry_after is not None else {}
             return self._json({"error": "Rate limit reached"}, 429, headers)
         if st.error_every and n % st.error_every == 0:
+            self._count_fault()
             return self._json({"error": "unknown error"}, 500)
         try:
             request = json.loads(body)
@@ -148,6 +159,10 @@ class _Handler(BaseHTTPRequestHandler):
         ranked = sorted(({"score": s, "label": k} for k, s in scores.items() if k in st.labels),
                         key=lambda item: -item["score"])
         self._json(ranked[: int(params.get("top_k", 5))])
+
+    def _count_fault(self) -> None:
+        with self.state.lock:
+            self.state.faults += 1
 
     def _json(self, payload, status: int = 200, headers: dict | None = None) -> None:
         data = json.dumps(payload).encode()

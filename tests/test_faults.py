@@ -1,0 +1,229 @@
+"""Never lose work: fault profiles, a killed process, and where keys may go.
+
+Each fault profile runs the block over the same project as a fault-free run and must end with
+every sample labeled exactly as in that run, no sample written twice with different results,
+and exit code 0.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone, wav_bytes
+from capture_server import CaptureServer
+from conftest import HF_TOKEN, ROOT, STUDIO_KEY
+from studio_emulator import EmuSample
+
+N_SAMPLES = 8
+
+
+def fill_project(studio, n=N_SAMPLES):
+    """n samples of 4 s with a different sound in each half, at 16 and 44.1 kHz."""
+    sounds = [lambda r: tone(SPEECH_HZ, 2, r), lambda r: tone(MUSIC_HZ, 2, r), lambda r: tone(DOG_HZ, 2, r),
+              lambda r: silence(2, r), lambda r: noise(2, r)]
+    studio.state.samples.clear()
+    for i in range(n):
+        rate = 44100 if i % 3 == 0 else 16000
+        audio = concat(sounds[i % 5](rate), sounds[(i + 2) % 5](rate))
+        studio.state.add(EmuSample(700 + i, f"f{i}.wav", rate, [audio], metadata={"batch": str(i)}))
+
+
+def final_labels(studio):
+    return {sid: s.structured_labels for sid, s in studio.state.samples.items()}
+
+
+def assert_no_conflicting_writes(studio):
+    bodies = defaultdict(set)
+    for w in studio.state.writes:
+        if w.kind == "structured-labels":
+            bodies[w.sample_id].add(json.dumps(w.body, sort_keys=True))
+    assert all(len(b) == 1 for b in bodies.values())
+
+
+@pytest.fixture
+def reference(studio, hf, run_block):
+    """Labels from a fault-free run; the project is then reset to unlabeled."""
+    fill_project(studio)
+    assert run_block("--win-size-ms", "1000").code == 0
+    labels = final_labels(studio)
+    fill_project(studio)
+    studio.state.writes.clear()
+    hf.state.count = 0
+    return labels
+
+
+class Every:
+    """A Studio fault: answer every k-th matching request with ``answer``; counts what it injected."""
+
+    def __init__(self, k, answer, method=None):
+        self.k, self.answer, self.method, self.seen, self.injected = k, answer, method, 0, 0
+
+    def __call__(self, method, path):
+        if "/raw-data/" not in path or (self.method and method != self.method):
+            return None
+        self.seen += 1
+        if self.seen % self.k:
+            return None
+        self.injected += 1
+        return self.answer
+
+
+STUDIO_PROFILES = {
+    "GET 429 with Retry-After": lambda: Every(5, (429, {"Retry-After": "1"}, {"success": False, "error": "slow down"}), "GET"),
+    "GET 429 without Retry-After": lambda: Every(4, (429, {}, {"success": False, "error": "slow down"}), "GET"),
+    "POST 500": lambda: Every(3, (500, {}, {"success": False, "error": "Internal server error"}), "POST"),
+    "POST 503": lambda: Every(4, (503, {}, {"success": False, "error": "unavailable"}), "POST"),
+    "dropped connections": lambda: Every(4, "drop"),
+    "transient success:false": lambda: Every(4, (200, {}, {"success": False, "error": "Timeout, please try again"}), "POST"),
+}
+
+
+@pytest.mark.parametrize("profile", STUDIO_PROFILES)
+def test_studio_fault_profile(studio, run_block, reference, profile):
+    fault = STUDIO_PROFILES[profile]()
+    studio.state.fault = fault
+    result = run_block("--win-size-ms", "1000")
+    assert result.code == 0, result.out + result.err
+    assert fault.injected > 0
+    assert final_labels(studio) == reference
+    assert_no_conflicting_writes(studio)
+    print(f"FAULT-PROFILE studio | {profile} | {N_SAMPLES} samples | {fault.injected} faults | 0 lost")
+
+
+def test_studio_slow_responses(studio, run_block, reference):
+    studio.state.latency_s = 0.1
+    result = run_block("--win-size-ms", "1000")
+    assert result.code == 0 and final_labels(studio) == reference
+
+
+INFERENCE_PROFILES = {
+    "loading for a while": {"loading_requests": 6},
+    "429 every 3rd call": {"rate_limit_every": 3, "retry_after": "0"},
+    "429 without Retry-After": {"rate_limit_every": 4, "retry_after": None},
+    "500 every 3rd call": {"error_every": 3},
+    "dropped connections": {"drop_every": 4},
+    "everything at once": {"loading_requests": 3, "rate_limit_every": 5, "retry_after": "0", "error_every": 7,
+                           "drop_every": 11, "latency_s": 0.02},
+}
+
+
+@pytest.mark.parametrize("profile", INFERENCE_PROFILES)
+def test_inference_fault_profile(studio, hf, run_block, reference, profile):
+    for key, value in INFERENCE_PROFILES[profile].items():
+        setattr(hf.state, key, value)
+    result = run_block("--win-size-ms", "1000")
+    assert result.code == 0, result.out + result.err
+    assert hf.state.faults > 0
+    assert final_labels(studio) == reference
+    assert_no_conflicting_writes(studio)
+    print(f"FAULT-PROFILE inference | {profile} | {N_SAMPLES} samples | {hf.state.faults} faults | 0 lost")
+
+
+def test_missing_sample_is_not_retried(studio, run_block):
+    fill_project(studio, 2)
+    result = run_block(ids=[700, 99999, 701])
+    assert result.code == 1 and "not labeled: sample 99999" in result.out
+    assert len([r for r in studio.state.requests if r.path.endswith("/raw-data/99999")]) == 1
+    assert all(final_labels(studio).values())
+
+
+def test_permanent_refusal_fails_one_sample_and_names_it(studio, run_block):
+    fill_project(studio, 4)
+    studio.state.fault = lambda method, path: (200, {}, {"success": False, "error": "Sample is locked"}) \
+        if method == "POST" and "/702/" in path else None
+    result = run_block()
+    assert result.code == 1
+    assert "not labeled: sample 702 (f2.wav): Studio refused" in result.out and "Sample is locked" in result.out
+    assert all(labels for sid, labels in final_labels(studio).items() if sid != 702)
+
+
+# --- killed at random points, then rerun ------------------------------------------------------------
+
+
+def run_cli(studio, hf, ids_file):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EI_", "HF_"))}
+    env.update({"EI_PROJECT_API_KEY": STUDIO_KEY, "EI_API_ENDPOINT": studio.endpoint, "HF_TOKEN": HF_TOKEN,
+                "HF_ENDPOINT": hf.hub})
+    return subprocess.Popen([sys.executable, "-u", str(ROOT / "transform.py"), "--data-ids-file", str(ids_file),
+                             "--audioset-labels", "Speech\\nMusic\\nDog", "--backend", "remote",
+                             "--inference-url", hf.url, "--win-size-ms", "1000", "--concurrency", "2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+# Each sample takes 3 writes (labeling mark, labels, done mark): these kill points land after each
+# kind of write (2: between a sample's labels and its done mark; 6: after a done mark; 10: after a
+# labeling mark) early and late in the run.
+@pytest.mark.parametrize("kill_after", [2, 6, 10, 20])
+def test_killed_run_then_rerun_matches_a_clean_run(studio, hf, reference, tmp_path, kill_after):
+    ids = tmp_path / "ids.json"
+    ids.write_text(json.dumps(sorted(studio.state.samples)))
+    proc = run_cli(studio, hf, ids)
+    deadline = time.monotonic() + 60
+    while len(studio.state.writes) < kill_after and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done_after_kill = {sid for sid, s in studio.state.samples.items() if s.metadata.get("ast_status") == "done"}
+    assert len(done_after_kill) < N_SAMPLES  # the kill really interrupted the run
+    writes_before = len(studio.state.writes)
+
+    rerun = run_cli(studio, hf, ids)
+    out, _ = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, out
+    assert final_labels(studio) == reference
+    print(f"FAULT-PROFILE kill | SIGKILL after write {kill_after}, rerun | {N_SAMPLES} samples | "
+          f"{N_SAMPLES - len(done_after_kill)} unfinished at kill | 0 lost")
+    assert all(s.metadata["ast_status"] == "done" for s in studio.state.samples.values())
+    relabeled = {w.sample_id for w in studio.state.writes[writes_before:]}
+    assert not relabeled & done_after_kill  # nothing finished before the kill is labeled twice
+    assert_no_conflicting_writes(studio)
+
+
+# --- keys go only to their own hosts -------------------------------------------------------------------
+
+
+def test_studio_key_is_not_sent_to_a_redirect_on_another_host(studio, run_block):
+    fill_project(studio, 1)
+    sample = studio.state.samples[700]
+    with CaptureServer(wav_bytes(sample.channels[0], sample.frequency_hz), "audio/wav") as storage:
+        studio.state.fault = lambda method, path: (302, {"Location": f"{storage.url}/bucket/700.wav"}, {}) \
+            if path.endswith("/700/wav") else None
+        result = run_block()
+        assert result.code == 0, result.out + result.err
+        assert storage.requests and not storage.saw_header("x-api-key")
+    assert studio.state.samples[700].structured_labels
+
+
+def test_hf_token_is_not_sent_to_a_redirect_and_the_run_stops(project, hf, run_block):
+    with CaptureServer(b"[]", "application/json") as elsewhere:
+        hf.state.redirect_to = f"{elsewhere.url}/steal"
+        result = run_block()
+        assert result.code == 2 and "redirects" in result.err
+        assert elsewhere.requests == []
+    assert project.state.writes == []
+
+
+def test_hub_token_is_dropped_when_config_redirects_to_another_host(project, hf, run_block):
+    from inference_emulator import LABELS
+
+    config = json.dumps({"id2label": {str(i): n for i, n in enumerate(LABELS)}}).encode()
+    with CaptureServer(config, "application/json") as cdn:
+        hf.state.config_redirect_to = f"{cdn.url}/config.json"
+        result = run_block(labels="Speech\\nDogg")
+        assert result.code == 2 and "Did you mean: 'Dog'" in result.err  # the label list was read
+        assert cdn.requests and not cdn.saw_header("Authorization")
+
+
+def test_keys_never_in_output_metadata_or_proposals(studio, hf, run_block, reference):
+    hf.state.error_every = 3
+    outputs = [run_block("--win-size-ms", "1000", "--force"), run_block("--propose-actions", "3")]
+    written = json.dumps([w.body for w in studio.state.writes])
+    for secret in (STUDIO_KEY, HF_TOKEN):
+        assert all(secret not in r.out + r.err for r in outputs) and secret not in written
