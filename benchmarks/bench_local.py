@@ -119,6 +119,39 @@ def block_end_to_end(model_dir: Path, n_windows: int, dtype: str, device: str, t
             "windows_per_s": windows / loaded["labeling_s"], "windows_per_s_with_startup": windows / total}
 
 
+def short_vs_long(model_dir: Path, n_windows: int, device: str, tmp: Path) -> dict:
+    """The same number of 1 s windows as many 1 s samples or as two long samples (batch filling on)."""
+    out = {}
+    for name, per_sample in (("short_1s_samples", 1), ("long_samples", n_windows // 2)):
+        with StudioEmulator(KEY) as studio:
+            for i in range(n_windows // per_sample):
+                studio.state.add(EmuSample(2000 + i, f"s{i}.wav", 16000, [concat(*make_windows(per_sample * 2))[
+                    : per_sample * 16000]]))
+            ids = tmp / "ids.json"
+            ids.write_text(json.dumps(sorted(studio.state.samples)))
+            timing = {}
+            original_run = transform.run
+
+            def timed_run(*a, **k):
+                t0 = time.perf_counter()
+                try:
+                    return original_run(*a, **k)
+                finally:
+                    timing["s"] = time.perf_counter() - t0
+
+            transform.run = timed_run
+            try:
+                code = transform.main(["--data-ids-file", str(ids), "--audioset-labels", "Class 0", "--model",
+                                       str(model_dir), "--dtype", "float32", "--device", device,
+                                       "--win-size-ms", "1000"],
+                                      {"EI_PROJECT_API_KEY": KEY, "EI_API_ENDPOINT": studio.endpoint})
+            finally:
+                transform.run = original_run
+            assert code == 0
+        out[name] = {"samples": n_windows // per_sample, "windows": n_windows, "windows_per_s": n_windows / timing["s"]}
+    return out
+
+
 def agreement(model_dir: Path, windows, device: str) -> dict:
     fp32 = transform.LocalClassifier(str(model_dir), device, "float32").classify(windows)
     low = "bfloat16"
@@ -147,7 +180,13 @@ def main() -> None:
     parser.add_argument("--bf16-windows", type=int, default=None,
                         help="windows for the bf16 runs (slow on CPUs without native bf16)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--only-short-vs-long", action="store_true")
     args = parser.parse_args()
+    if args.only_short_vs_long:
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = make_full_size_model(Path(tmp) / "ast-full")
+            print(json.dumps(short_vs_long(model_dir, args.windows, args.device, Path(tmp)), indent=2))
+        return
     torch.set_num_threads(transform.available_cpus())
     windows = make_windows(args.windows)
     with tempfile.TemporaryDirectory() as tmp:

@@ -74,6 +74,7 @@ class InferenceState:
     error_every: int = 0  # every k-th request answers 500
     drop_every: int = 0  # every k-th request drops the connection
     latency_s: float = 0.0
+    capacity: int = 0  # when > 0, requests beyond this many in flight answer 429 (a saturated endpoint)
     redirect_to: str | None = None  # answer POSTs with a 307 to this URL
     config_redirect_to: str | None = None  # answer the config.json GET with a 302 to this URL
     count: int = 0
@@ -85,6 +86,7 @@ class InferenceState:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stalls
     state: InferenceState
 
     def log_message(self, *args) -> None:
@@ -134,7 +136,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        if st.rate_limit_every and n % st.rate_limit_every == 0:
+        with st.lock:
+            over_capacity = st.capacity and st.in_flight > st.capacity
+        if over_capacity or (st.rate_limit_every and n % st.rate_limit_every == 0):
             self._count_fault()
             headers = {"Retry-After": st.retry_after} if st.retry_after is not None else {}
             return self._json({"error": "Rate limit reached"}, 429, headers)

@@ -147,6 +147,7 @@ def _sample_json(s: EmuSample, labels: list[dict] | None, metadata: dict[str, st
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stalls
     state: StudioState
 
     def log_message(self, *args) -> None:  # keep test output clean

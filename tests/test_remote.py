@@ -88,3 +88,25 @@ def test_wrong_url_is_a_config_error(hf):
     bad = RemoteClassifier(hf.hub + "/nothing-here", HF_TOKEN, LABELS, 1, 5)
     with pytest.raises(ConfigError, match="HTTP 404"):
         bad.classify([tone(MUSIC_HZ, 1, 16000)])
+
+
+def test_rate_limits_make_the_client_slow_down(hf):
+    hf.state.capacity, hf.state.latency_s, hf.state.retry_after = 2, 0.05, None
+    client = classifier(hf, concurrency=8, max_wait_s=60)
+    scores = client.classify([tone(MUSIC_HZ, 1, 16000)] * 40)
+    assert np.allclose(scores[:, LABELS.index("Music")], 0.9)
+    assert client._limit.limit <= 4  # backed off from 8
+    # a client that kept 8 requests in flight would get about 3 refusals per success
+    assert hf.state.faults < 40
+
+
+def test_adaptive_limit_grows_back_after_successes():
+    from transform import AdaptiveLimit
+
+    limit = AdaptiveLimit(8)
+    limit.throttled()
+    limit.throttled()
+    assert limit.limit == 2
+    for _ in range(2 + 3):
+        limit.succeeded()
+    assert limit.limit == 4
