@@ -324,14 +324,18 @@ def aggregate_steps(windows: Sequence[Window], scores: np.ndarray, values_count:
     return sums / weights[:, None]
 
 
-def choose_labels(step_scores: np.ndarray, specs: Sequence[LabelSpec], settings: Settings) -> list[str]:
-    """Per step: the best-scoring label of interest at or above its threshold, else other."""
+def winning_specs(step_scores: np.ndarray, specs: Sequence[LabelSpec], settings: Settings) -> np.ndarray:
+    """Per step, the index of the best-scoring spec at or above its threshold, or -1 (other)."""
     thresholds = np.array([settings.threshold(s) for s in specs])
     passing = np.where(step_scores >= thresholds, step_scores, -np.inf)
     best = passing.argmax(axis=1)
-    return [
-        specs[b].output_label if np.isfinite(passing[i, b]) else settings.other_label for i, b in enumerate(best)
-    ]
+    return np.where(np.isfinite(passing[np.arange(len(best)), best]), best, -1)
+
+
+def choose_labels(step_scores: np.ndarray, specs: Sequence[LabelSpec], settings: Settings) -> list[str]:
+    """Per step: the best-scoring label of interest at or above its threshold, else other."""
+    return [specs[w].output_label if w >= 0 else settings.other_label
+            for w in winning_specs(step_scores, specs, settings)]
 
 
 def steps_to_segments(labels: Sequence[str], step: int, values_count: int) -> list[Segment]:
@@ -346,15 +350,37 @@ def steps_to_segments(labels: Sequence[str], step: int, values_count: int) -> li
     return segments
 
 
-def label_sample(
-    windows: Sequence[Window], class_scores: np.ndarray, values_count: int, step: int, settings: Settings,
-    class_index: dict[str, int],
-) -> tuple[list[Segment], np.ndarray]:
-    """From window scores over all classes to segments; also returns the per-step scores of interest."""
+@dataclass(frozen=True)
+class Labeling:
+    """What a sample's window scores became: segments, and the per-step evidence behind them."""
+
+    segments: list[Segment]
+    step: int  # stride step in sample indices
+    step_scores: np.ndarray  # (steps, specs): mean score of each label of interest
+    winners: np.ndarray  # (steps,): index of the winning spec, -1 for other
+
+
+def label_sample(windows: Sequence[Window], class_scores: np.ndarray, values_count: int, step: int,
+                 settings: Settings, class_index: dict[str, int]) -> Labeling:
+    """From window scores over all classes to segments covering the sample."""
     columns = [class_index[s.model_label.lower()] for s in settings.specs]
     step_scores = aggregate_steps(windows, class_scores[:, columns], values_count, step)
-    labels = choose_labels(step_scores, settings.specs, settings)
-    return steps_to_segments(labels, step, values_count), step_scores
+    winners = winning_specs(step_scores, settings.specs, settings)
+    labels = [settings.specs[w].output_label if w >= 0 else settings.other_label for w in winners]
+    return Labeling(steps_to_segments(labels, step, values_count), step, step_scores, winners)
+
+
+def confidence(labeling: Labeling, values_count: int) -> dict[str, str]:
+    """Metadata to filter doubtful samples by: winning scores and the share of time labeled other."""
+    lengths = np.minimum(labeling.step, values_count - labeling.step * np.arange(len(labeling.winners)))
+    won = labeling.winners >= 0
+    scores = labeling.step_scores[np.arange(len(won)), labeling.winners][won]
+    other_share = float(lengths[~won].sum() / lengths.sum())
+    return {
+        "ast_confidence_mean": f"{float(np.average(scores, weights=lengths[won])):.3f}" if won.any() else "none",
+        "ast_confidence_min": f"{float(scores.min()):.3f}" if won.any() else "none",
+        "ast_other_share": f"{other_share:.3f}",
+    }
 
 
 def window_audio(audio_16k: np.ndarray, window: Window, frequency_hz: float) -> np.ndarray:
@@ -1020,7 +1046,27 @@ def classify_group(group: Sequence[PlannedSample], classifier: Classifier) -> li
     return [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def write_result(studio: Studio, info: SampleInfo, segments: Sequence[Segment], settings: Settings,
+class Target(Protocol):
+    """Where samples come from and where their labels go: a Studio project or a folder of files."""
+
+    verb: str  # how the log says labels were stored
+
+    def load(self, key: int) -> LoadedSample: ...
+
+    def write(self, info: SampleInfo, labeling: Labeling) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class Observer(Protocol):
+    """Sees every labeled sample (reports, plots); never changes what is written."""
+
+    def sample_labeled(self, planned: PlannedSample, scores: np.ndarray, labeling: Labeling) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def write_result(studio: Studio, info: SampleInfo, labeling: Labeling, settings: Settings,
                  job_id: int | None) -> None:
     """Apply: mark the sample as being labeled, write the labels, then mark it done.
 
@@ -1028,13 +1074,212 @@ def write_result(studio: Studio, info: SampleInfo, segments: Sequence[Segment], 
     between leaves status "labeling" (or older settings), and the next run relabels the sample.
     Preview: one propose-changes with labels and metadata together.
     """
+    done = {**block_metadata(info.metadata, settings, STATUS_DONE), **confidence(labeling, info.values_count)}
     if job_id is not None:
-        studio.propose(info.sample_id, job_id, {"structuredLabels": [_segment_json(s) for s in segments],
-                                                "metadata": block_metadata(info.metadata, settings, STATUS_DONE)})
+        studio.propose(info.sample_id, job_id, {"structuredLabels": [_segment_json(s) for s in labeling.segments],
+                                                "metadata": done})
         return
     studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_LABELING))
-    studio.set_labels(info.sample_id, segments)
-    studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_DONE))
+    studio.set_labels(info.sample_id, labeling.segments)
+    studio.set_metadata(info.sample_id, done)
+
+
+class StudioTarget:
+    """Samples read from and labels written to a Studio project."""
+
+    def __init__(self, studio: Studio, job_id: int | None, settings: Settings, force: bool):
+        self.studio, self.job_id, self.settings = studio, job_id, settings
+        # Preview never skips: Studio shows only samples that got a proposal.
+        self._skip_done = None if force or job_id is not None else settings
+        self.verb = "proposed" if job_id is not None else "written"
+
+    def load(self, sample_id: int) -> LoadedSample:
+        return load_sample(self.studio, sample_id, self.job_id, self._skip_done)
+
+    def write(self, info: SampleInfo, labeling: Labeling) -> None:
+        write_result(self.studio, info, labeling, self.settings, self.job_id)
+
+    def finish(self) -> None:
+        pass
+
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+
+
+class FolderTarget:
+    """Audio files in a folder, labeled without Studio; the labels go into an info.labels file.
+
+    ``DIR/info.labels`` lists every file with multi-label segments in its own frame indices, so
+    ``edge-impulse-uploader --info-file DIR/info.labels`` uploads the folder already labeled.
+    """
+
+    verb = "labeled"
+
+    def __init__(self, root: str, settings: Settings, category: str = "split"):
+        self.root, self.settings, self.category = root, settings, category
+        self.files = sorted(
+            os.path.relpath(os.path.join(folder, name), root)
+            for folder, _, names in os.walk(root) for name in names if name.lower().endswith(AUDIO_SUFFIXES))
+        if not self.files:
+            raise ConfigError(f"--input-dir {root}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found")
+        self._entries: dict[int, dict] = {}
+        self._lock = threading.Lock()
+
+    def keys(self) -> list[int]:
+        return list(range(1, len(self.files) + 1))
+
+    def load(self, key: int) -> LoadedSample:
+        import soundfile
+
+        path = self.files[key - 1]
+        try:
+            audio, rate = soundfile.read(os.path.join(self.root, path), dtype="float32", always_2d=True)
+        except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+            raise SampleError(f"{path}: cannot decode it ({exc})") from None
+        if audio.shape[0] == 0:
+            raise SampleError(f"{path}: the file holds no audio frames")
+        mono = np.ascontiguousarray(audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0])
+        info = SampleInfo(key, path, float(rate), len(mono), 0, {})
+        return LoadedSample(info, resample_to_model_rate(mono, int(rate)))
+
+    def write(self, info: SampleInfo, labeling: Labeling) -> None:
+        entry = {"path": info.name, "name": os.path.splitext(os.path.basename(info.name))[0],
+                 "category": self.category,
+                 "label": {"type": "multi-label", "labels": [_segment_json(s) for s in labeling.segments]},
+                 "metadata": {**block_metadata({}, self.settings, STATUS_DONE),
+                              **confidence(labeling, info.values_count)},
+                 "boundingBoxes": []}
+        with self._lock:
+            self._entries[info.sample_id] = entry
+
+    def finish(self) -> None:
+        """Write info.labels once, atomically, with every file that was labeled."""
+        if not self._entries:
+            return
+        document = {"version": 1, "files": [self._entries[k] for k in sorted(self._entries)]}
+        write_file_atomically(os.path.join(self.root, "info.labels"), json.dumps(document, indent=2))
+        log(f"Wrote {os.path.join(self.root, 'info.labels')} ({len(self._entries)} files); upload with "
+            f"edge-impulse-uploader --info-file {os.path.join(self.root, 'info.labels')}")
+
+
+def write_file_atomically(path: str, text: str) -> None:
+    """Write to a temporary name beside the file, then rename: readers never see half a file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _safe_name(info: SampleInfo) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.splitext(info.name)[0]).strip("_") or "sample"
+    return f"{info.sample_id}_{stem}"[:120]
+
+
+class Report:
+    """--report-dir: per-window top scores, segments, per-label totals, and Audacity label files."""
+
+    TOP_K = 5
+
+    def __init__(self, folder: str, settings: Settings, class_names: Sequence[str]):
+        self.folder, self.settings, self.class_names = folder, settings, list(class_names)
+        os.makedirs(os.path.join(folder, "audacity"), exist_ok=True)
+        self._windows = open(os.path.join(folder, "windows.jsonl"), "w", encoding="utf-8")
+        self._segments = open(os.path.join(folder, "segments.jsonl"), "w", encoding="utf-8")
+        self._totals: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def sample_labeled(self, planned: PlannedSample, scores: np.ndarray, labeling: Labeling) -> None:
+        info = planned.sample.info
+        hz = info.frequency_hz
+        lines = []
+        for window, row in zip(planned.windows, scores):
+            top = np.argsort(row)[::-1][: self.TOP_K]
+            lines.append(json.dumps({
+                "sample_id": info.sample_id, "name": info.name, "start_ix": window.start_ix,
+                "end_ix": window.stop_ix - 1, "start_s": round(window.start_ix / hz, 4),
+                "end_s": round(window.stop_ix / hz, 4),
+                "top": [[self.class_names[i], round(float(row[i]), 4)] for i in top],
+                "labels_of_interest": {s.output_label: round(float(row[self._column(s)]), 4)
+                                       for s in self.settings.specs}}))
+        segments = [{**_segment_json(seg), "start_s": round(seg.start_ix / hz, 4),
+                     "end_s": round((seg.end_ix + 1) / hz, 4)} for seg in labeling.segments]
+        audacity = "".join(f"{seg['start_s']:.4f}\t{seg['end_s']:.4f}\t{seg['label']}\n" for seg in segments)
+        with self._lock:
+            self._windows.write("\n".join(lines) + "\n")
+            self._segments.write(json.dumps({"sample_id": info.sample_id, "name": info.name,
+                                             "segments": segments, **confidence(labeling, info.values_count)}) + "\n")
+            for seg in segments:
+                total = self._totals.setdefault(seg["label"], {"segments": 0, "seconds": 0.0, "samples": set()})
+                total["segments"] += 1
+                total["seconds"] += seg["end_s"] - seg["start_s"]
+                total["samples"].add(info.sample_id)
+        with open(os.path.join(self.folder, "audacity", f"{_safe_name(info)}.txt"), "w", encoding="utf-8") as fh:
+            fh.write(audacity)
+
+    def _column(self, spec: LabelSpec) -> int:
+        return next(i for i, n in enumerate(self.class_names) if n.lower() == spec.model_label.lower())
+
+    def finish(self) -> None:
+        self._windows.close()
+        self._segments.close()
+        totals = {label: {"segments": t["segments"], "seconds": round(t["seconds"], 3), "samples": len(t["samples"])}
+                  for label, t in sorted(self._totals.items())}
+        write_file_atomically(os.path.join(self.folder, "label_totals.json"), json.dumps(totals, indent=2))
+
+
+class Plotter:
+    """--plot-dir: one PNG per sample: log-mel spectrogram with the segments as colored bands, and the
+    score curves of the labels of interest against their thresholds."""
+
+    def __init__(self, folder: str, settings: Settings):
+        self.folder, self.settings = folder, settings
+        os.makedirs(folder, exist_ok=True)
+        names = [s.output_label for s in settings.specs] + [settings.other_label]
+        palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf"]
+        self.colors = {name: palette[i % len(palette)] for i, name in enumerate(dict.fromkeys(names))}
+        self.colors[settings.other_label] = "#b0b0b0"
+
+    def sample_labeled(self, planned: PlannedSample, scores: np.ndarray, labeling: Labeling) -> None:
+        figure = self.figure(planned.sample, labeling)
+        figure.savefig(os.path.join(self.folder, f"{_safe_name(planned.sample.info)}.png"), dpi=100)
+
+    def figure(self, sample: LoadedSample, labeling: Labeling):
+        """The figure for one sample (object-oriented matplotlib: safe off the main thread)."""
+        import librosa
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+
+        info, audio = sample.info, sample.audio_16k
+        duration_s = info.values_count / info.frequency_hz
+        hop = max(160, len(audio) // 2000)  # at most ~2000 columns, whatever the length
+        mel = librosa.power_to_db(librosa.feature.melspectrogram(y=audio, sr=MODEL_RATE_HZ, n_mels=64,
+                                                                 hop_length=hop, n_fft=max(400, hop)), ref=np.max)
+        fig = Figure(figsize=(12, 5.5), layout="constrained")
+        spec_ax, score_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+        spec_ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", extent=(0, duration_s, 0, 64))
+        spec_ax.set_ylabel("mel band")
+        spec_ax.set_title(f"{info.name} (sample {info.sample_id}): {len(labeling.segments)} segments")
+        for seg in labeling.segments:
+            start, end = seg.start_ix / info.frequency_hz, (seg.end_ix + 1) / info.frequency_hz
+            spec_ax.axvspan(start, end, ymin=0.92, ymax=1.0, color=self.colors[seg.label], label="_band")
+            score_ax.axvspan(start, end, color=self.colors[seg.label], alpha=0.12)
+        step_s = labeling.step / info.frequency_hz
+        times = np.append(np.arange(len(labeling.winners)) * step_s, duration_s)
+        for k, spec in enumerate(self.settings.specs):
+            color = self.colors[spec.output_label]
+            curve = np.append(labeling.step_scores[:, k], labeling.step_scores[-1, k])
+            score_ax.step(times, curve, where="post", color=color, lw=1.8, label=spec.output_label)
+            score_ax.axhline(self.settings.threshold(spec), color=color, ls="--", lw=1)
+        score_ax.set_ylim(0, 1)
+        score_ax.set_xlim(0, duration_s)
+        score_ax.set_xlabel("time (s)")
+        score_ax.set_ylabel("score (dashed: threshold)")
+        handles = [Patch(color=c, label=n) for n, c in self.colors.items()]
+        fig.legend(handles=handles, loc="outside right upper", fontsize=9)
+        return fig
+
+    def finish(self) -> None:
+        pass
 
 
 class Progress:
@@ -1069,10 +1314,10 @@ def _format_duration(seconds: float) -> str:
 
 
 class Writer:
-    """Writes to Studio on its own threads so inference never waits on a POST."""
+    """Writes labels on their own threads so inference never waits on Studio."""
 
-    def __init__(self, studio: Studio, settings: Settings, job_id: int | None, progress: Progress):
-        self._studio, self._settings, self._job_id, self._progress = studio, settings, job_id, progress
+    def __init__(self, target: Target, progress: Progress):
+        self._target, self._progress = target, progress
         self._queue: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE_SAMPLES)
         self.outcomes: list[SampleOutcome] = []
         self.fatal: BlockError | None = None
@@ -1082,8 +1327,8 @@ class Writer:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, info: SampleInfo, segments: list[Segment], summary: str, started: float, windows: int) -> None:
-        self._queue.put((info, segments, summary, started, windows))
+    def submit(self, info: SampleInfo, labeling: Labeling, summary: str, started: float, windows: int) -> None:
+        self._queue.put((info, labeling, summary, started, windows))
 
     def close(self) -> list[SampleOutcome]:
         for _ in self._threads:
@@ -1094,12 +1339,12 @@ class Writer:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            info, segments, summary, started, windows = item
+            info, labeling, summary, started, windows = item
             if self.fatal is not None:
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, "not written (run stopped)"))
                 continue
             try:
-                write_result(self._studio, info, segments, self._settings, self._job_id)
+                self._target.write(info, labeling)
             except ConfigError as exc:
                 self.fatal = exc
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, str(exc)))
@@ -1115,16 +1360,15 @@ class Writer:
 class Labeler:
     """The pipeline: prefetched samples -> batched inference across samples -> Studio writer."""
 
-    def __init__(self, ids: Sequence[int], studio: Studio, classifier: Classifier, settings: Settings,
-                 job_id: int | None, force: bool = False):
-        self.ids, self.studio, self.classifier, self.settings, self.job_id = ids, studio, classifier, settings, job_id
-        # Preview never skips: Studio shows only samples that got a proposal.
-        self.skip_done = None if force or job_id is not None else settings
+    def __init__(self, ids: Sequence[int], target: Target, classifier: Classifier, settings: Settings,
+                 observers: Sequence[Observer] = ()):
+        self.ids, self.target, self.classifier, self.settings = ids, target, classifier, settings
+        self.observers = observers
         self.class_index = {name.lower(): i for i, name in enumerate(classifier.class_names)}
         self.outcomes: list[SampleOutcome] = []
         self.fatal: BlockError | None = None
         self.progress = Progress(len(ids))
-        self.writer = Writer(studio, settings, job_id, self.progress)
+        self.writer = Writer(target, self.progress)
 
     def run(self) -> list[SampleOutcome]:
         """Label every sample; per-sample failures are recorded, a fatal one stops the run."""
@@ -1142,6 +1386,9 @@ class Labeler:
                     future.result()
         finally:
             self.outcomes.extend(self.writer.close())
+            self.target.finish()
+            for observer in self.observers:
+                observer.finish()
         fatal = self.fatal or self.writer.fatal
         if fatal is not None:
             raise RunStopped(fatal, self.outcomes)
@@ -1153,8 +1400,8 @@ class Labeler:
     def _groups(self) -> Iterator[list[PlannedSample]]:
         """Loaded samples in id order, gathered until their windows fill the backend's preferred batch."""
         group: list[PlannedSample] = []
-        fetch = lambda i: load_sample(self.studio, i, self.job_id, self.skip_done)  # noqa: E731
-        for position, (sample_id, future) in enumerate(prefetch(self.ids, fetch, PREFETCH_SAMPLES), start=1):
+        for position, (sample_id, future) in enumerate(prefetch(self.ids, self.target.load, PREFETCH_SAMPLES),
+                                                       start=1):
             if self._stopped():
                 future.cancel()
                 self._fail(position, sample_id, "", "not labeled (run stopped)", quiet=True)
@@ -1215,14 +1462,18 @@ class Labeler:
     def _label(self, planned: PlannedSample, scores: np.ndarray) -> None:
         info = planned.sample.info
         step = step_ix(info.values_count, info.frequency_hz, self.settings)
-        segments, _ = label_sample(planned.windows, scores, info.values_count, step, self.settings,
-                                   self.class_index)
+        labeling = label_sample(planned.windows, scores, info.values_count, step, self.settings, self.class_index)
+        segments = labeling.segments
+        for observer in self.observers:
+            try:
+                observer.sample_labeled(planned, scores, labeling)
+            except Exception as exc:  # noqa: BLE001 - a report or plot problem must not lose the labels
+                log(f"WARNING: sample {info.sample_id}: {type(observer).__name__} failed: {exc}")
         used = ", ".join(sorted({s.label for s in segments}))
         count = f"{len(planned.windows)} window{'s' * (len(planned.windows) != 1)}"
         summary = (f"{self._prefix(planned.position, info.sample_id)} ({info.name}): {count} -> "
-                   f"{len(segments)} segment{'s' * (len(segments) != 1)} [{used}]"
-                   f"{' proposed' if self.job_id is not None else ''}")
-        self.writer.submit(info, segments, summary, planned.started, len(planned.windows))
+                   f"{len(segments)} segment{'s' * (len(segments) != 1)} [{used}] {self.target.verb}")
+        self.writer.submit(info, labeling, summary, planned.started, len(planned.windows))
 
     def _prefix(self, position: int, sample_id: int) -> str:
         return f"[{position:>{len(str(len(self.ids)))}}/{len(self.ids)}] sample {sample_id}"
@@ -1234,9 +1485,9 @@ class Labeler:
         self.progress.add(1, 0)
 
 
-def run(ids: Sequence[int], studio: Studio, classifier: Classifier, settings: Settings,
-        job_id: int | None, force: bool = False) -> list[SampleOutcome]:
-    return Labeler(ids, studio, classifier, settings, job_id, force).run()
+def run(ids: Sequence[int], target: Target, classifier: Classifier, settings: Settings,
+        observers: Sequence[Observer] = ()) -> list[SampleOutcome]:
+    return Labeler(ids, target, classifier, settings, observers).run()
 
 
 class RunStopped(Exception):
@@ -1284,7 +1535,11 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="transform.py", description="Label audio samples in Edge Impulse with AST.")
-    p.add_argument("--data-ids-file", required=True, help="JSON file: [id, ...] or {\"ids\": [id, ...]}")
+    p.add_argument("--data-ids-file", help="JSON file: [id, ...] or {\"ids\": [id, ...]} (Studio passes it)")
+    p.add_argument("--input-dir", help="label the audio files in this folder instead of Studio samples; "
+                                       "writes DIR/info.labels for edge-impulse-uploader")
+    p.add_argument("--report-dir", help="write per-window scores, segments, label totals and Audacity labels here")
+    p.add_argument("--plot-dir", help="write one PNG per sample here: spectrogram, segments and score curves")
     p.add_argument("--propose-actions", type=_int_range("--propose-actions", 1), metavar="JOB",
                    help="preview mode: propose changes for this AI Actions job instead of writing")
     p.add_argument("--audioset-labels", required=True,
@@ -1322,6 +1577,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:
         log(f"WARNING: ignoring unknown arguments: {' '.join(unknown)}")
+    if bool(args.data_ids_file) == bool(args.input_dir):
+        raise ConfigError("give --data-ids-file (samples in Studio) or --input-dir (audio files), not both or neither")
+    if args.input_dir and args.propose_actions:
+        raise ConfigError("--propose-actions is for Studio jobs; it cannot be used with --input-dir")
+    if args.input_dir and not os.path.isdir(args.input_dir):
+        raise ConfigError(f"--input-dir {args.input_dir}: no such folder")
     if args.win_stride_ms is None:
         args.win_stride_ms = args.win_size_ms or DEFAULT_WIN_SIZE_MS
     if args.win_size_ms and args.win_stride_ms > args.win_size_ms:
@@ -1384,6 +1645,24 @@ def build_classifier(args: argparse.Namespace, environ: dict[str, str]) -> tuple
     return RemoteClassifier(args.inference_url, token, class_names, args.concurrency, args.max_wait_s), specs
 
 
+def build_classifier_and_settings(args: argparse.Namespace, environ: dict[str, str]) -> tuple[Classifier, Settings]:
+    classifier, specs = build_classifier(args, environ)
+    return classifier, Settings(specs, args.other_label.strip() or "other", args.win_size_ms, args.win_stride_ms,
+                                args.min_confidence, args.model)
+
+
+def build_observers(args: argparse.Namespace, settings: Settings, classifier: Classifier) -> list[Observer]:
+    observers: list[Observer] = []
+    try:
+        if args.report_dir:
+            observers.append(Report(args.report_dir, settings, classifier.class_names))
+        if args.plot_dir:
+            observers.append(Plotter(args.plot_dir, settings))
+    except OSError as exc:
+        raise ConfigError(f"cannot write to {exc.filename}: {exc.strerror}") from None
+    return observers
+
+
 def print_summary(outcomes: Sequence[SampleOutcome], elapsed_s: float) -> int:
     failed = [o for o in outcomes if not o.ok]
     skipped = sum(o.skipped for o in outcomes)
@@ -1400,16 +1679,21 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     classifier = None
     try:
         args = parse_args(list(sys.argv[1:] if argv is None else argv))
-        ids = read_ids(args.data_ids_file)
-        endpoint, key, project_id = env_settings(environ)
-        studio = Studio(endpoint, key, project_id)
-        classifier, specs = build_classifier(args, environ)
-        settings = Settings(specs, args.other_label.strip() or "other", args.win_size_ms, args.win_stride_ms,
-                            args.min_confidence, args.model)
-        mode = f"preview (job {args.propose_actions})" if args.propose_actions else "apply"
-        log(f"Labeling {len(ids)} samples of project {studio.project_id} in {mode} mode with {args.model} "
-            f"({args.backend}); labels: {', '.join(s.output_label for s in specs)}")
-        outcomes = run(ids, studio, classifier, settings, args.propose_actions, args.force)
+        if args.input_dir:
+            classifier, settings = build_classifier_and_settings(args, environ)
+            target: Target = FolderTarget(args.input_dir, settings)
+            ids: list[int] = target.keys()
+            where = f"files in {args.input_dir}"
+        else:
+            ids = read_ids(args.data_ids_file)
+            studio = Studio(*env_settings(environ))
+            classifier, settings = build_classifier_and_settings(args, environ)
+            target = StudioTarget(studio, args.propose_actions, settings, args.force)
+            mode = f"preview (job {args.propose_actions})" if args.propose_actions else "apply"
+            where = f"samples of project {studio.project_id} in {mode} mode"
+        log(f"Labeling {len(ids)} {where} with {args.model} ({args.backend}); labels: "
+            f"{', '.join(s.output_label for s in settings.specs)}")
+        outcomes = run(ids, target, classifier, settings, build_observers(args, settings, classifier))
         return print_summary(outcomes, time.monotonic() - started)
     except RunStopped as stop:
         log(f"ERROR: {stop.cause}", sys.stderr)

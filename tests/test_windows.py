@@ -40,7 +40,7 @@ def test_windows_at_44k1_are_planned_in_the_samples_own_index_space():
 def test_single_window_sample_gets_one_segment():
     s = make_settings()
     scores = np.array([[0.9, 0.1]])
-    segments, _ = label_sample([Window(0, 100)], scores, 100, 100, s, {"a": 0, "b": 1})
+    segments = label_sample([Window(0, 100)], scores, 100, 100, s, {"a": 0, "b": 1}).segments
     assert segments == [Segment(0, 99, "a")]
 
 
@@ -74,7 +74,7 @@ def test_boundary_lands_within_one_stride_of_the_change():
     windows = plan_windows(n, rate, 2000, 250)
     share_a = np.array([max(0, min(w.stop_ix, change) - w.start_ix) / (w.stop_ix - w.start_ix) for w in windows])
     scores = np.stack([share_a, 1 - share_a], axis=1)
-    segments, _ = label_sample(windows, scores, n, step_ix(n, rate, s), s, {"a": 0, "b": 1})
+    segments = label_sample(windows, scores, n, step_ix(n, rate, s), s, {"a": 0, "b": 1}).segments
     assert [seg.label for seg in segments] == ["a", "b"]
     assert abs(segments[1].start_ix - change) <= 250
 
@@ -97,7 +97,7 @@ def test_segments_always_cover_the_sample_exactly(values_count, rate, win_ms, st
     assert all(0 <= w.start_ix < w.stop_ix <= values_count for w in windows)
     assert len(set(windows)) == len(windows)
     scores = np.random.default_rng(seed).random((len(windows), 2))
-    segments, _ = label_sample(windows, scores, values_count, step_ix(values_count, rate, s), s, {"a": 0, "b": 1})
+    segments = label_sample(windows, scores, values_count, step_ix(values_count, rate, s), s, {"a": 0, "b": 1}).segments
     assert segments[0].start_ix == 0 and segments[-1].end_ix == values_count - 1
     for before, after in zip(segments, segments[1:]):
         assert after.start_ix == before.end_ix + 1  # no gap, no overlap
@@ -124,5 +124,5 @@ def test_constant_scores_give_one_segment(rate):
     s = make_settings(2000, 500)
     windows = plan_windows(rate * 7 + 13, rate, 2000, 500)
     scores = np.tile([0.8, 0.1], (len(windows), 1))
-    segments, _ = label_sample(windows, scores, rate * 7 + 13, step_ix(rate * 7 + 13, rate, s), s, {"a": 0, "b": 1})
+    segments = label_sample(windows, scores, rate * 7 + 13, step_ix(rate * 7 + 13, rate, s), s, {"a": 0, "b": 1}).segments
     assert segments == [Segment(0, rate * 7 + 12, "a")]
