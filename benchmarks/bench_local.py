@@ -25,7 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -33,6 +33,7 @@ from transformers import (ASTConfig, ASTFeatureExtractor, ASTForAudioClassificat
                           AutoFeatureExtractor, AutoModelForAudioClassification, pipeline)
 
 import transform  # noqa: E402
+from common import emit, run_block_timed  # noqa: E402
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone  # noqa: E402
 from studio_emulator import EmuSample, StudioEmulator  # noqa: E402
 
@@ -93,30 +94,14 @@ def block_end_to_end(model_dir: Path, n_windows: int, dtype: str, device: str, t
             studio.state.add(EmuSample(1000 + i, f"b{i}.wav", 16000, [audio]))
         ids = tmp / "ids.json"
         ids.write_text(json.dumps(sorted(studio.state.samples)))
-        loaded = {}
-        original_run = transform.run
-
-        def timed_run(*a, **k):  # the labeling itself: after imports, Studio connect and model load
-            t0 = time.perf_counter()
-            try:
-                return original_run(*a, **k)
-            finally:
-                loaded["labeling_s"] = time.perf_counter() - t0
-
-        transform.run = timed_run
-        started = time.perf_counter()
-        try:
-            code = transform.main(["--data-ids-file", str(ids), "--audioset-labels", "Class 0\\nClass 1\\nClass 2",
-                                   "--backend", "local", "--model", str(model_dir), "--dtype", dtype,
-                                   "--device", device, "--win-size-ms", str(WIN_S * 1000)],
-                                  {"EI_PROJECT_API_KEY": KEY, "EI_API_ENDPOINT": studio.endpoint})
-        finally:
-            transform.run = original_run
-        total = time.perf_counter() - started
+        code, total, labeling = run_block_timed(
+            ["--data-ids-file", str(ids), "--audioset-labels", "Class 0\\nClass 1\\nClass 2", "--backend", "local",
+             "--model", str(model_dir), "--dtype", dtype, "--device", device, "--win-size-ms", str(WIN_S * 1000)],
+            {"EI_PROJECT_API_KEY": KEY, "EI_API_ENDPOINT": studio.endpoint})
         windows = len(studio.state.samples) * per_sample
     assert code == 0, f"block exited {code}"
-    return {"windows": windows, "seconds_total": total, "startup_s": total - loaded["labeling_s"],
-            "windows_per_s": windows / loaded["labeling_s"], "windows_per_s_with_startup": windows / total}
+    return {"windows": windows, "seconds_total": total, "startup_s": total - labeling,
+            "windows_per_s": windows / labeling, "windows_per_s_with_startup": windows / total}
 
 
 def short_vs_long(model_dir: Path, n_windows: int, device: str, tmp: Path) -> dict:
@@ -129,26 +114,12 @@ def short_vs_long(model_dir: Path, n_windows: int, device: str, tmp: Path) -> di
                     : per_sample * 16000]]))
             ids = tmp / "ids.json"
             ids.write_text(json.dumps(sorted(studio.state.samples)))
-            timing = {}
-            original_run = transform.run
-
-            def timed_run(*a, **k):
-                t0 = time.perf_counter()
-                try:
-                    return original_run(*a, **k)
-                finally:
-                    timing["s"] = time.perf_counter() - t0
-
-            transform.run = timed_run
-            try:
-                code = transform.main(["--data-ids-file", str(ids), "--audioset-labels", "Class 0", "--model",
-                                       str(model_dir), "--dtype", "float32", "--device", device,
-                                       "--win-size-ms", "1000"],
-                                      {"EI_PROJECT_API_KEY": KEY, "EI_API_ENDPOINT": studio.endpoint})
-            finally:
-                transform.run = original_run
+            code, _, labeling = run_block_timed(
+                ["--data-ids-file", str(ids), "--audioset-labels", "Class 0", "--model", str(model_dir),
+                 "--dtype", "float32", "--device", device, "--win-size-ms", "1000"],
+                {"EI_PROJECT_API_KEY": KEY, "EI_API_ENDPOINT": studio.endpoint})
             assert code == 0
-        out[name] = {"samples": n_windows // per_sample, "windows": n_windows, "windows_per_s": n_windows / timing["s"]}
+        out[name] = {"samples": n_windows // per_sample, "windows": n_windows, "windows_per_s": n_windows / labeling}
     return out
 
 
@@ -185,7 +156,7 @@ def main() -> None:
     if args.only_short_vs_long:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = make_full_size_model(Path(tmp) / "ast-full")
-            print(json.dumps(short_vs_long(model_dir, args.windows, args.device, Path(tmp)), indent=2))
+            emit(short_vs_long(model_dir, args.windows, args.device, Path(tmp)), args.out)
         return
     torch.set_num_threads(transform.available_cpus())
     windows = make_windows(args.windows)
@@ -214,10 +185,7 @@ def main() -> None:
         "block_bf16_vs_bare_fp32": results["c_block_bf16"]["windows_per_s"] / best,
         "naive_pipeline_vs_bare": results["b_naive_pipeline"] / best,
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

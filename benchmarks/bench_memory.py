@@ -10,19 +10,19 @@ Usage: python benchmarks/bench_memory.py [--out results.json]
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+
+from common import emit  # noqa: E402
 
 from audio import MUSIC_HZ, SPEECH_HZ  # noqa: E402
 from conftest import make_tiny_ast  # noqa: E402
@@ -80,10 +80,7 @@ def main() -> None:
     results = {"one_minute": short, "one_hour": long,
                "difference_mb": round(long["peak_rss_mb"] - short["peak_rss_mb"], 1),
                "one_hour_audio_as_wav_plus_float32_mb": round(one_hour_mb, 1)}
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

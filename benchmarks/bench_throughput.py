@@ -25,9 +25,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 import numpy as np  # noqa: E402
+
+from common import emit  # noqa: E402
 import requests  # noqa: E402
 import soundfile  # noqa: E402
 
@@ -190,10 +192,7 @@ def main() -> None:
                    "memory_20_samples": short_run(20, Path(tmp))["maxrss_mb"],
                    "body_sizes_1s_window": body_sizes()}
     results["memory_growth_mb_20_to_n"] = round(results["short"]["maxrss_mb"] - results["memory_20_samples"], 1)
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit(results, args.out)
 
 
 if __name__ == "__main__":

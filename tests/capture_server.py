@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback import LoopbackServer
 
 
-class CaptureServer:
+class CaptureServer(LoopbackServer):
     def __init__(self, body: bytes = b"", content_type: str = "application/octet-stream"):
         self.requests: list[dict] = []
         outer = self
@@ -31,18 +32,8 @@ class CaptureServer:
 
             do_GET = do_POST = _answer
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> CaptureServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(Handler)
+        self.url = self.base_url
 
     def saw_header(self, name: str) -> bool:
         return any(name.lower() in (k.lower() for k in r["headers"]) for r in self.requests)

@@ -15,12 +15,13 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import soundfile
 
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ
+from loopback import LoopbackServer
 
 MODEL_ID = "MIT/ast-finetuned-audioset-10-10-0.4593"
 # Real AudioSet display names, including ones with commas and parentheses.
@@ -179,22 +180,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class InferenceEmulator:
+class InferenceEmulator(LoopbackServer):
     """``url`` is the POST URL (--inference-url); ``hub`` is HF_ENDPOINT."""
 
     def __init__(self, token: str | None):
         self.state = InferenceState(token)
-        handler = type("Handler", (_Handler,), {"state": self.state})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self.hub = f"http://127.0.0.1:{self._server.server_address[1]}"
+        super().__init__(type("Handler", (_Handler,), {"state": self.state}))
+        self.hub = self.base_url
         self.url = f"{self.hub}/hf-inference/models/{MODEL_ID}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> InferenceEmulator:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -14,12 +14,13 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
 from audio import wav_bytes
+from loopback import LoopbackServer
 
 PROJECT_ID = 12345
 CREATED = "2024-05-01T10:00:00.000Z"
@@ -280,21 +281,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class StudioEmulator:
+class StudioEmulator(LoopbackServer):
     """Start with ``with StudioEmulator(key) as studio:``; ``studio.endpoint`` is EI_API_ENDPOINT."""
 
     def __init__(self, api_key: str):
         self.state = StudioState(api_key)
-        handler = type("Handler", (_Handler,), {"state": self.state})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> StudioEmulator:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__(type("Handler", (_Handler,), {"state": self.state}))
+        self.endpoint = f"{self.base_url}/v1"

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone, wav_bytes
-from conftest import HF_TOKEN, ROOT, STUDIO_KEY, speech_then_music, standard_samples
+from audio import MUSIC_HZ, SPEECH_HZ, concat, tone, wav_bytes
+from conftest import HF_TOKEN, ROOT, STUDIO_KEY, speech_then_music
 from studio_emulator import EmuSample
 
 EXPECTED_16K = {

@@ -13,7 +13,6 @@ import sys
 import time
 from collections import defaultdict
 
-import numpy as np
 import pytest
 
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone, wav_bytes
