@@ -12,6 +12,15 @@ Usage (the arguments Studio passes; secrets and endpoints come from the environm
         --audioset-labels "Speech\\nDog (dog, 0.3)\\nMusic (music)" \\
         --win-size-ms 2000 --win-stride-ms 1000 --min-confidence 0.2 [--propose-actions 42]
 
+Without Studio, label a folder of audio files and get an info.labels file for the uploader,
+a run report (window scores, segments, Audacity labels) and one plot per file:
+
+    python3 -u transform.py --input-dir examples --audioset-labels "Speech\nMusic" \
+        --report-dir report --plot-dir plots
+
+The model runs in-process by default (``--backend local``: CPU or CUDA, batched); ``--backend
+remote --inference-url URL`` sends windows to a Hugging Face-protocol endpoint instead.
+
 A labels line is ``Model label``, ``Model label (new name)`` or ``Model label (new name, 0.35)``
 (a per-label threshold). Windows whose best label of interest stays below its threshold get
 ``--other-label``. Exit codes: 0 all samples labeled, 1 some samples could not be labeled
@@ -512,7 +521,7 @@ class RemoteClassifier:
     """Posts each window to an endpoint that speaks the Hugging Face audio-classification protocol."""
 
     def __init__(self, url: str, token: str | None, class_names: Sequence[str], concurrency: int,
-                 max_wait_s: float, session_factory: Callable[[], object] | None = None):
+                 max_wait_s: float):
         import requests
         from requests.adapters import HTTPAdapter
 
@@ -1103,6 +1112,10 @@ class StudioTarget:
         pass
 
 
+# ---------------------------------------------------------------------------------------------
+# Without Studio, and for review: a folder as the target, run reports, plots
+# ---------------------------------------------------------------------------------------------
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 
 
@@ -1280,6 +1293,11 @@ class Plotter:
 
     def finish(self) -> None:
         pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline: prefetched samples -> batched inference -> writers
+# ---------------------------------------------------------------------------------------------
 
 
 class Progress:
