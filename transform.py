@@ -1271,7 +1271,8 @@ class Plotter:
         spec_ax, score_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
         spec_ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", extent=(0, duration_s, 0, 64))
         spec_ax.set_ylabel("mel band")
-        spec_ax.set_title(f"{info.name} (sample {info.sample_id}): {len(labeling.segments)} segments")
+        count = len(labeling.segments)
+        spec_ax.set_title(f"{info.name} (sample {info.sample_id}): {count} segment{'s' * (count != 1)}")
         for seg in labeling.segments:
             start, end = seg.start_ix / info.frequency_hz, (seg.end_ix + 1) / info.frequency_hz
             spec_ax.axvspan(start, end, ymin=0.92, ymax=1.0, color=self.colors[seg.label], label="_band")
@@ -1303,8 +1304,8 @@ class Plotter:
 class Progress:
     """Samples done, windows per second and an ETA, printed every few seconds as plain lines."""
 
-    def __init__(self, total: int, every_s: float = PROGRESS_EVERY_S):
-        self.total, self.every_s = total, every_s
+    def __init__(self, total: int):
+        self.total, self.every_s = total, PROGRESS_EVERY_S
         self.done = self.windows = 0
         self.started = self._last = time.monotonic()
         self._lock = threading.Lock()

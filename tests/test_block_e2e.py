@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -128,6 +129,17 @@ def test_long_window_warns_that_the_model_hears_only_10_24_s(project, run_block)
 def test_unknown_extra_arguments_are_ignored_with_a_warning(project, run_block):
     result = run_block("--some-new-studio-flag", "1")
     assert result.code == 0 and "ignoring unknown arguments: --some-new-studio-flag 1" in result.out
+
+
+def test_progress_lines_are_plain_and_periodic(project, run_block, monkeypatch):
+    import transform
+
+    monkeypatch.setattr(transform, "PROGRESS_EVERY_S", 0.0)
+    result = run_block()
+    progress = [line for line in result.out.splitlines() if line.startswith("progress:")]
+    assert progress and all(re.fullmatch(r"progress: \d+/3 samples, [\d.]+ windows/s, ETA \d+m\d\ds", line)
+                            for line in progress)
+    assert "\r" not in result.out
 
 
 def test_unreadable_label_list_warns_and_goes_on(project, hf, run_block):
