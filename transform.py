@@ -369,10 +369,15 @@ class Labeling:
     winners: np.ndarray  # (steps,): index of the winning spec, -1 for other
 
 
+def class_index(names: Sequence[str]) -> dict[str, int]:
+    """Column of each class by lowercased name (label matching is case-insensitive everywhere)."""
+    return {name.lower(): i for i, name in enumerate(names)}
+
+
 def label_sample(windows: Sequence[Window], class_scores: np.ndarray, values_count: int, step: int,
-                 settings: Settings, class_index: dict[str, int]) -> Labeling:
-    """From window scores over all classes to segments covering the sample."""
-    columns = [class_index[s.model_label.lower()] for s in settings.specs]
+                 settings: Settings, index: dict[str, int]) -> Labeling:
+    """From window scores over all classes (columns named by ``index``) to segments covering the sample."""
+    columns = [index[s.model_label.lower()] for s in settings.specs]
     step_scores = aggregate_steps(windows, class_scores[:, columns], values_count, step)
     winners = winning_specs(step_scores, settings.specs, settings)
     labels = [settings.specs[w].output_label if w >= 0 else settings.other_label for w in winners]
@@ -416,8 +421,13 @@ def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
         raise SampleError(f"the WAV file is corrupt ({exc})") from None
     if audio.shape[0] == 0:
         raise SampleError("the WAV file holds no audio frames")
-    mono = audio[:, 0] if audio.shape[1] == 1 else audio.mean(axis=1)
-    return np.ascontiguousarray(mono, dtype=np.float32), int(rate)
+    return to_mono(audio), int(rate)
+
+
+def to_mono(frames: np.ndarray) -> np.ndarray:
+    """(frames, channels) to contiguous float32 mono: a view for one channel, the channel mean otherwise."""
+    mono = frames[:, 0] if frames.shape[1] == 1 else frames.mean(axis=1)
+    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 def _describe_bytes(data: bytes) -> str:
@@ -527,8 +537,7 @@ class RemoteClassifier:
 
         self.url = url
         self.class_names = list(class_names)
-        self._index = {name.lower(): i for i, name in enumerate(self.class_names)}
-        self._concurrency = concurrency
+        self._index = class_index(self.class_names)
         self._max_wait_s = max_wait_s
         self._session = requests.Session()
         # Retries are ours (they need to read HF's "loading" bodies); the adapter only pools.
@@ -541,8 +550,8 @@ class RemoteClassifier:
             self._headers["Authorization"] = f"Bearer {token}"
         self._pool = cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="infer")
         self._limit = AdaptiveLimit(concurrency)
-        # Windows of several samples are in flight together, and a second group queues behind the
-        # first so the endpoint never waits for a group's slowest request.
+        # Windows of several samples are in flight together, and further groups queue behind the
+        # current one so the endpoint never waits for a group's slowest request.
         self.preferred_batch, self.parallel_groups = concurrency, 3
         self._unavailable: str | None = None
 
@@ -1151,7 +1160,7 @@ class FolderTarget:
             raise SampleError(f"{path}: cannot decode it ({exc})") from None
         if audio.shape[0] == 0:
             raise SampleError(f"{path}: the file holds no audio frames")
-        mono = np.ascontiguousarray(audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0])
+        mono = to_mono(audio)
         info = SampleInfo(key, path, float(rate), len(mono), 0, {})
         return LoadedSample(info, resample_to_model_rate(mono, int(rate)))
 
@@ -1195,6 +1204,8 @@ class Report:
 
     def __init__(self, folder: str, settings: Settings, class_names: Sequence[str]):
         self.folder, self.settings, self.class_names = folder, settings, list(class_names)
+        index = class_index(self.class_names)
+        self._interest = [(s.output_label, index[s.model_label.lower()]) for s in settings.specs]
         os.makedirs(os.path.join(folder, "audacity"), exist_ok=True)
         self._windows = open(os.path.join(folder, "windows.jsonl"), "w", encoding="utf-8")
         self._segments = open(os.path.join(folder, "segments.jsonl"), "w", encoding="utf-8")
@@ -1212,8 +1223,7 @@ class Report:
                 "end_ix": window.stop_ix - 1, "start_s": round(window.start_ix / hz, 4),
                 "end_s": round(window.stop_ix / hz, 4),
                 "top": [[self.class_names[i], round(float(row[i]), 4)] for i in top],
-                "labels_of_interest": {s.output_label: round(float(row[self._column(s)]), 4)
-                                       for s in self.settings.specs}}))
+                "labels_of_interest": {label: round(float(row[column]), 4) for label, column in self._interest}}))
         segments = [{**_segment_json(seg), "start_s": round(seg.start_ix / hz, 4),
                      "end_s": round((seg.end_ix + 1) / hz, 4)} for seg in labeling.segments]
         audacity = "".join(f"{seg['start_s']:.4f}\t{seg['end_s']:.4f}\t{seg['label']}\n" for seg in segments)
@@ -1228,9 +1238,6 @@ class Report:
                 total["samples"].add(info.sample_id)
         with open(os.path.join(self.folder, "audacity", f"{_safe_name(info)}.txt"), "w", encoding="utf-8") as fh:
             fh.write(audacity)
-
-    def _column(self, spec: LabelSpec) -> int:
-        return next(i for i, n in enumerate(self.class_names) if n.lower() == spec.model_label.lower())
 
     def finish(self) -> None:
         self._windows.close()
@@ -1346,8 +1353,9 @@ class Writer:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, info: SampleInfo, labeling: Labeling, summary: str, started: float, windows: int) -> None:
-        self._queue.put((info, labeling, summary, started, windows))
+    def submit(self, info: SampleInfo, labeling: Labeling, prefix: str, summary: str, started: float,
+               windows: int) -> None:
+        self._queue.put((info, labeling, prefix, summary, started, windows))
 
     def close(self) -> list[SampleOutcome]:
         for _ in self._threads:
@@ -1358,7 +1366,7 @@ class Writer:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            info, labeling, summary, started, windows = item
+            info, labeling, prefix, summary, started, windows = item
             if self.fatal is not None:
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, "not written (run stopped)"))
                 continue
@@ -1368,7 +1376,7 @@ class Writer:
                 self.fatal = exc
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, str(exc)))
             except SampleError as exc:
-                log(f"{summary.split(':')[0]}: FAILED: {exc}")
+                log(f"{prefix} ({info.name}): FAILED: {exc}")
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, str(exc)))
             else:
                 log(f"{summary} in {time.monotonic() - started:.2f} s")
@@ -1383,7 +1391,7 @@ class Labeler:
                  observers: Sequence[Observer] = ()):
         self.ids, self.target, self.classifier, self.settings = ids, target, classifier, settings
         self.observers = observers
-        self.class_index = {name.lower(): i for i, name in enumerate(classifier.class_names)}
+        self.class_index = class_index(classifier.class_names)
         self.outcomes: list[SampleOutcome] = []
         self.fatal: BlockError | None = None
         self.progress = Progress(len(ids))
@@ -1456,24 +1464,20 @@ class Labeler:
     def _flush(self, group: list[PlannedSample]) -> None:
         """Classify a group and hand its labels to the writer; a fatal error stops the run."""
         if self._stopped():
-            for p in group:
-                self._fail(p.position, p.sample.info.sample_id, p.sample.info.name, "not labeled (run stopped)",
-                           quiet=True)
+            self._fail_group(group, "not labeled (run stopped)", quiet=True)
             return
         try:
             scores = classify_group(group, self.classifier)
         except (ConfigError, FatalInferenceError) as exc:
             self.fatal = self.fatal or exc
-            for p in group:
-                self._fail(p.position, p.sample.info.sample_id, p.sample.info.name, str(exc), quiet=True)
+            self._fail_group(group, str(exc), quiet=True)
             return
         except InferenceError as exc:
             if len(group) > 1:  # find which sample failed; the others still get labeled
                 for p in group:
                     self._flush([p])
                 return
-            p = group[0]
-            self._fail(p.position, p.sample.info.sample_id, p.sample.info.name, str(exc))
+            self._fail_group(group, str(exc))
             return
         for p, sample_scores in zip(group, scores):
             self._label(p, sample_scores)
@@ -1490,9 +1494,14 @@ class Labeler:
                 log(f"WARNING: sample {info.sample_id}: {type(observer).__name__} failed: {exc}")
         used = ", ".join(sorted({s.label for s in segments}))
         count = f"{len(planned.windows)} window{'s' * (len(planned.windows) != 1)}"
-        summary = (f"{self._prefix(planned.position, info.sample_id)} ({info.name}): {count} -> "
+        prefix = self._prefix(planned.position, info.sample_id)
+        summary = (f"{prefix} ({info.name}): {count} -> "
                    f"{len(segments)} segment{'s' * (len(segments) != 1)} [{used}] {self.target.verb}")
-        self.writer.submit(info, labeling, summary, planned.started, len(planned.windows))
+        self.writer.submit(info, labeling, prefix, summary, planned.started, len(planned.windows))
+
+    def _fail_group(self, group: Sequence[PlannedSample], detail: str, quiet: bool = False) -> None:
+        for p in group:
+            self._fail(p.position, p.sample.info.sample_id, p.sample.info.name, detail, quiet)
 
     def _prefix(self, position: int, sample_id: int) -> str:
         return f"[{position:>{len(str(len(self.ids)))}}/{len(self.ids)}] sample {sample_id}"
