@@ -34,6 +34,7 @@ RUN mkdir -p "$HF_HOME" && if [ "$BAKE_MODEL" = "1" ]; then \
     fi && chmod -R a+rX "$HF_HOME"
 
 COPY transform.py parameters.json ./
+COPY labeler ./labeler
 
 USER block
 ENV HF_HUB_OFFLINE=1

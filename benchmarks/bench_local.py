@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from transformers import (ASTConfig, ASTFeatureExtractor, ASTForAudioClassification,  # noqa: E402
                           AutoFeatureExtractor, AutoModelForAudioClassification, pipeline)
 
-import transform  # noqa: E402
+from labeler.classifiers import local  # noqa: E402
 from common import emit, run_block_timed  # noqa: E402
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone  # noqa: E402
 from studio_emulator import EmuSample, StudioEmulator  # noqa: E402
@@ -124,9 +124,9 @@ def short_vs_long(model_dir: Path, n_windows: int, device: str, tmp: Path) -> di
 
 
 def agreement(model_dir: Path, windows, device: str) -> dict:
-    fp32 = transform.LocalClassifier(str(model_dir), device, "float32").classify(windows)
+    fp32 = local.LocalClassifier(str(model_dir), device, "float32").classify(windows)
     low = "bfloat16"
-    other = transform.LocalClassifier(str(model_dir), device, low).classify(windows)
+    other = local.LocalClassifier(str(model_dir), device, low).classify(windows)
     interest = [0, 1, 2, 137, 74]  # a handful of labels of interest
     def labels(scores):
         picked = scores[:, interest]
@@ -139,7 +139,7 @@ def agreement(model_dir: Path, windows, device: str) -> dict:
 def feature_check(windows) -> float:
     fe = ASTFeatureExtractor()
     reference = fe(windows, sampling_rate=16000, return_tensors="np")["input_values"]
-    return float(np.abs(transform.TorchFbank(fe, "cpu")(windows).numpy() - reference).max())
+    return float(np.abs(local.TorchFbank(fe, "cpu")(windows).numpy() - reference).max())
 
 
 def main() -> None:
@@ -158,13 +158,13 @@ def main() -> None:
             model_dir = make_full_size_model(Path(tmp) / "ast-full")
             emit(short_vs_long(model_dir, args.windows, args.device, Path(tmp)), args.out)
         return
-    torch.set_num_threads(transform.available_cpus())
+    torch.set_num_threads(local.available_cpus())
     windows = make_windows(args.windows)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_full_size_model(Path(tmp) / "ast-full")
-        results = {"machine": f"{platform.processor() or platform.machine()}, {transform.available_cpus()} CPUs, "
+        results = {"machine": f"{platform.processor() or platform.machine()}, {local.available_cpus()} CPUs, "
                               f"torch {torch.__version__}, device {args.device}, "
-                              f"native bf16: {transform.cpu_has_native_bf16()}",
+                              f"native bf16: {local.cpu_has_native_bf16()}",
                    "windows": args.windows}
         results["feature_max_abs_diff"] = feature_check(windows[:8])
         # This machine is shared and noisy: interleave repeats of the fp32 contenders, keep each one's best.

@@ -46,6 +46,8 @@ CHILD = r"""
 import json, resource, sys, time, collections
 sys.path.insert(0, {root!r})
 import transform
+from labeler import pipeline, studio
+from labeler.classifiers import remote
 stages = collections.defaultdict(float)
 def timed(owner, name, stage):
     original = getattr(owner, name)
@@ -56,15 +58,15 @@ def timed(owner, name, stage):
         finally:
             stages[stage] += time.perf_counter() - t0
     setattr(owner, name, wrapper)
-timed(transform.Studio, "read_sample", "studio_read_sample")
-timed(transform.Studio, "download_wav", "studio_download_wav")
-timed(transform.Studio, "set_metadata", "studio_write_metadata")
-timed(transform.Studio, "set_labels", "studio_write_labels")
-timed(transform, "decode_wav", "decode")
-timed(transform, "resample_to_model_rate", "resample")
-timed(transform.RemoteClassifier, "classify", "inference_wait")
-timed(transform.RemoteClassifier, "_body", "encode_request")
-timed(transform, "label_sample", "labels_from_scores")
+timed(studio.Studio, "read_sample", "studio_read_sample")
+timed(studio.Studio, "download_wav", "studio_download_wav")
+timed(studio.Studio, "set_metadata", "studio_write_metadata")
+timed(studio.Studio, "set_labels", "studio_write_labels")
+timed(studio, "decode_wav", "decode")
+timed(studio, "resample_to_model_rate", "resample")
+timed(remote.RemoteClassifier, "classify", "inference_wait")
+timed(remote.RemoteClassifier, "_body", "encode_request")
+timed(pipeline, "label_sample", "labels_from_scores")
 timed(transform, "run", "labeling")
 code = transform.main(sys.argv[1:])
 print("RESULT " + json.dumps({{"code": code, "stages_s": stages,

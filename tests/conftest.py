@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import labeler.core  # noqa: E402
 import transform  # noqa: E402
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone  # noqa: E402
 from inference_emulator import LABELS, InferenceEmulator  # noqa: E402
@@ -37,7 +38,7 @@ def clean_environ(monkeypatch):
 @pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
     """Retry waits shrink so fault tests take seconds; the retry logic itself is unchanged."""
-    monkeypatch.setattr(transform, "HTTP_BACKOFF_BASE_S", 0.02)
+    monkeypatch.setattr(labeler.core, "HTTP_BACKOFF_BASE_S", 0.02)
 
 
 @pytest.fixture

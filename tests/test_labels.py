@@ -3,7 +3,8 @@
 import pytest
 
 from inference_emulator import LABELS
-from transform import ConfigError, LabelSpec, parse_label_specs, split_label_lines
+from labeler.core import ConfigError, LabelSpec
+from labeler.labels import parse_label_specs, split_label_lines
 
 
 def test_lines_split_on_real_and_escaped_newlines():

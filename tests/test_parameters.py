@@ -5,7 +5,8 @@ import json
 import pytest
 
 from conftest import ROOT
-from transform import ConfigError, build_parser, parse_args
+from labeler.core import ConfigError
+from transform import build_parser, parse_args
 
 PARAMETERS = json.loads((ROOT / "parameters.json").read_text())
 ITEMS = PARAMETERS["parameters"]

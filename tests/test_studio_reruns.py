@@ -3,7 +3,7 @@
 import json
 
 from conftest import STUDIO_KEY
-from test_block_e2e import EXPECTED_16K
+from test_transform import EXPECTED_16K
 
 
 def writes_per_sample(studio, kind="structured-labels"):

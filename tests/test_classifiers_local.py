@@ -6,7 +6,8 @@ from transformers import ASTFeatureExtractor, BertConfig, BertForSequenceClassif
 
 from audio import DOG_HZ, MUSIC_HZ, noise, silence, tone
 from inference_emulator import LABELS
-from transform import ConfigError, LocalClassifier, TorchFbank, resolve_device_dtype
+from labeler.classifiers.local import LocalClassifier, TorchFbank, resolve_device_dtype
+from labeler.core import ConfigError
 
 
 def windows_of_mixed_lengths():
@@ -122,14 +123,14 @@ def test_local_backend_validates_labels_against_the_loaded_model(project, run_bl
 
 
 def test_many_short_samples_share_batches(studio, run_block, dog_model, monkeypatch):
-    import transform
+    from labeler.classifiers.local import LocalClassifier
     from studio_emulator import EmuSample
 
     for i in range(20):
         studio.state.add(EmuSample(600 + i, f"s{i}.wav", 16000, [noise(0.5, 16000, seed=i)]))
     calls = []
-    original = transform.LocalClassifier.classify
-    monkeypatch.setattr(transform.LocalClassifier, "classify",
+    original = LocalClassifier.classify
+    monkeypatch.setattr(LocalClassifier, "classify",
                         lambda self, windows: calls.append(len(windows)) or original(self, windows))
     result = run_block("--model", str(dog_model), "--batch-size", "8", backend="local", labels="Dog")
     assert result.code == 0

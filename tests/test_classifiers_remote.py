@@ -8,7 +8,8 @@ import pytest
 from audio import MUSIC_HZ, SPEECH_HZ, silence, tone
 from conftest import HF_TOKEN
 from inference_emulator import LABELS
-from transform import AuthError, ConfigError, FatalInferenceError, InferenceError, RemoteClassifier
+from labeler.classifiers.remote import RemoteClassifier
+from labeler.core import AuthError, ConfigError, FatalInferenceError, InferenceError
 
 
 def classifier(hf, token=HF_TOKEN, concurrency=4, max_wait_s=30.0):
@@ -101,7 +102,7 @@ def test_rate_limits_make_the_client_slow_down(hf):
 
 
 def test_adaptive_limit_grows_back_after_successes():
-    from transform import AdaptiveLimit
+    from labeler.classifiers.remote import AdaptiveLimit
 
     limit = AdaptiveLimit(8)
     limit.throttled()

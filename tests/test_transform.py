@@ -132,9 +132,9 @@ def test_unknown_extra_arguments_are_ignored_with_a_warning(project, run_block):
 
 
 def test_progress_lines_are_plain_and_periodic(project, run_block, monkeypatch):
-    import transform
+    import labeler.pipeline
 
-    monkeypatch.setattr(transform, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(labeler.pipeline, "PROGRESS_EVERY_S", 0.0)
     result = run_block()
     progress = [line for line in result.out.splitlines() if line.startswith("progress:")]
     assert progress and all(re.fullmatch(r"progress: \d+/3 samples, [\d.]+ windows/s, ETA \d+m\d\ds", line)

@@ -1,0 +1,162 @@
+"""What every module of the block shares: the errors that cross modules, the settings that decide
+a sample's labels (with their fingerprint), the sample records, logging, retry waits, and safe
+file writes.
+
+May import: the standard library and numpy only. Everything else in ``labeler`` may import this.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+BLOCK_NAME = "ast-audio-labeler"
+BLOCK_VERSION = "1.0.0"
+
+# Waits between retries of one request (inference and Studio): exponential, capped.
+HTTP_BACKOFF_BASE_S = 0.5
+HTTP_BACKOFF_MAX_S = 30.0
+
+
+# --- errors: named inside, turned into messages and exit codes only in transform.main() -----------
+
+class BlockError(Exception):
+    """Base of every error this block reports to the user."""
+
+
+class ConfigError(BlockError):
+    """Bad arguments, environment or credentials: stop before touching any sample."""
+
+
+class SampleError(BlockError):
+    """This sample cannot be labeled; the others still are."""
+
+
+class InferenceError(SampleError):
+    """The classifier failed for this sample's windows."""
+
+
+class FatalInferenceError(BlockError):
+    """The inference backend is unusable for every sample (e.g. never finished loading)."""
+
+
+class AuthError(ConfigError):
+    """A service rejected the credentials."""
+
+
+class AlreadyLabeled(Exception):
+    """The sample carries a finished labeling with the same settings: nothing to do."""
+
+    def __init__(self, info: SampleInfo):
+        super().__init__(info.name)
+        self.info = info
+
+
+
+# --- records ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """One label of interest: which model class, what to write, and its threshold."""
+
+    model_label: str
+    output_label: str
+    threshold: float | None = None  # None: use --min-confidence
+
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that decides the labels a sample gets."""
+
+    specs: tuple[LabelSpec, ...]
+    other_label: str
+    win_size_ms: int
+    win_stride_ms: int
+    min_confidence: float
+    model: str
+
+    def threshold(self, spec: LabelSpec) -> float:
+        return self.min_confidence if spec.threshold is None else spec.threshold
+
+    def fingerprint(self) -> str:
+        """A compact, stable description stored with the labels (strings only in metadata)."""
+        return json.dumps(
+            {
+                "block": BLOCK_VERSION,
+                "model": self.model,
+                "labels": [[s.model_label, s.output_label, self.threshold(s)] for s in self.specs],
+                "other": self.other_label,
+                "win_ms": self.win_size_ms,
+                "stride_ms": self.win_stride_ms,
+            },
+            separators=(",", ":"),
+        )
+
+
+@dataclass(frozen=True)
+class SampleInfo:
+    """The fields of a Studio sample that labeling needs."""
+
+    sample_id: int
+    name: str
+    frequency_hz: float
+    values_count: int
+    axis_ix: int
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class LoadedSample:
+    """A sample with its audio decoded and resampled to the model rate."""
+
+    info: SampleInfo
+    audio_16k: np.ndarray  # float32 mono at MODEL_RATE_HZ
+
+
+@dataclass(frozen=True)
+class SampleOutcome:
+    sample_id: int
+    name: str
+    ok: bool
+    detail: str
+    skipped: bool = False  # already labeled with the same settings by an earlier run
+
+
+# --- logging, retry waits, files ----------------------------------------------------------------------
+
+_log_lock = threading.Lock()
+
+
+def log(message: str, stream=None) -> None:
+    """One whole line at a time, whichever thread prints it."""
+    with _log_lock:
+        print(message, file=stream or sys.stdout, flush=True)
+
+
+def backoff_s(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based)."""
+    return min(HTTP_BACKOFF_MAX_S, HTTP_BACKOFF_BASE_S * 2**attempt)
+
+
+def retry_after_s(headers, default: float) -> float:
+    """A server's Retry-After in seconds (the number form), or ``default``."""
+    value = headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
+def write_file_atomically(path: str, text: str) -> None:
+    """Write to a temporary name beside the file, then rename: readers never see half a file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,219 @@
+"""Studio: the few calls this block makes through the official ``edgeimpulse-api`` client (with
+timeouts, retries and named errors), how a sample is loaded, and how its labels are written
+inside the labeling -> done metadata bracket (or proposed, in preview).
+
+May import: ``core``, ``audio``, ``timeline``, ``records``. The client is imported when a Studio
+connection is built.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from .audio import decode_wav, resample_to_model_rate
+from .core import (HTTP_BACKOFF_MAX_S, AlreadyLabeled, AuthError, ConfigError, LoadedSample, SampleError, SampleInfo, Settings,
+                   backoff_s, log)
+from .records import (STATUS_DONE, STATUS_LABELING, already_labeled, block_metadata, segment_json)
+from .timeline import Labeling, Segment
+
+DEFAULT_EI_API_ENDPOINT = "https://studio.edgeimpulse.com/v1"
+STUDIO_TIMEOUT_S = (10.0, 120.0)  # (connect, read)
+STUDIO_RETRIES = 6
+
+
+def read_ids(path: str) -> list[int]:
+    """Read ids.json: a bare array (what Studio writes) or {"ids": [...]} (what the docs show)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"--data-ids-file {path}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:
+        raise ConfigError(f"--data-ids-file {path}: not valid JSON ({exc})") from None
+    ids = data.get("ids") if isinstance(data, dict) else data
+    if not isinstance(ids, list):
+        raise ConfigError(f"--data-ids-file {path}: expected a JSON array of sample ids or {{\"ids\": [...]}}")
+    bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or i <= 0]
+    if bad:
+        raise ConfigError(f"--data-ids-file {path}: sample ids must be positive integers, got {bad[0]!r}")
+    return list(dict.fromkeys(ids))  # a repeated id is labeled once
+
+
+def env_settings(environ: Mapping[str, str]) -> tuple[str, str, int | None]:
+    key = environ.get("EI_PROJECT_API_KEY", "").strip()
+    if not key:
+        raise ConfigError("EI_PROJECT_API_KEY is not set; set it to the project's API key (Dashboard > Keys)")
+    endpoint = environ.get("EI_API_ENDPOINT", "").strip() or DEFAULT_EI_API_ENDPOINT
+    if not re.match(r"^https?://", endpoint):
+        raise ConfigError(f"EI_API_ENDPOINT {endpoint!r} is not an http(s) URL")
+    project = environ.get("EI_PROJECT_ID", "").strip()
+    if project and (not project.isdigit() or int(project) <= 0):
+        raise ConfigError(f"EI_PROJECT_ID {project!r} is not a positive integer")
+    return endpoint.rstrip("/"), key, int(project) if project else None
+
+
+class Studio:
+    """The few Studio calls this block makes, with retries, timeouts and named errors."""
+
+    def __init__(self, endpoint: str, api_key: str, project_id: int | None):
+        import urllib3
+        import edgeimpulse_api as ei
+
+        config = ei.Configuration(host=endpoint, api_key={"ApiKeyAuthentication": api_key})
+        # Every write here is a "set" (idempotent), so retrying POSTs is safe.
+        config.retries = urllib3.Retry(
+            total=STUDIO_RETRIES, connect=STUDIO_RETRIES, read=STUDIO_RETRIES, backoff_factor=0.5,
+            backoff_max=HTTP_BACKOFF_MAX_S, status_forcelist=(429, 500, 502, 503, 504),
+            allowed_methods=None, respect_retry_after_header=True, raise_on_status=False,
+            # Studio may redirect downloads to storage: the key must not follow to another host.
+            remove_headers_on_redirect=["Authorization", "Cookie", "Proxy-Authorization", "x-api-key"],
+        )
+        self._ei = ei
+        self._client = ei.ApiClient(config)
+        self._raw = ei.RawDataApi(self._client)
+        self.project_id = self._resolve_project(project_id)
+
+    def _resolve_project(self, project_id: int | None) -> int:
+        try:
+            projects = self._call(lambda: self._ei.ProjectsApi(self._client).list_projects(
+                _request_timeout=STUDIO_TIMEOUT_S), "listing projects").projects or []
+        except SampleError as exc:  # before any sample: Studio itself is unusable
+            raise ConfigError(f"{exc}; check EI_API_ENDPOINT") from None
+        if project_id is not None:
+            return project_id
+        if not projects:
+            raise ConfigError("the Studio API key gives access to no project; use a project API key")
+        return int(projects[0].id)
+
+    def read_sample(self, sample_id: int, job_id: int | None) -> SampleInfo:
+        resp = self._call(lambda: self._raw.get_sample(
+            self.project_id, sample_id, limit_payload_values=1, proposed_actions_job_id=job_id,
+            _request_timeout=STUDIO_TIMEOUT_S), f"reading sample {sample_id}")
+        sample = resp.sample
+        axes = [s for s in (sample.sensors or []) if (s.units or "").lower() == "wav"]
+        if not axes:
+            units = ", ".join(f"{s.name} ({s.units})" for s in sample.sensors or []) or "none"
+            raise SampleError(f"not an audio sample (its axes are: {units})")
+        if not sample.frequency or not sample.values_count:
+            raise SampleError("the sample has no audio values (frequency or valuesCount is 0)")
+        return SampleInfo(int(sample.id or sample_id), sample.filename or str(sample_id), float(sample.frequency),
+                          int(sample.values_count), int(axes[0].index), dict(sample.metadata or {}))
+
+    def download_wav(self, info: SampleInfo) -> bytes:
+        resp = self._call(lambda: self._raw.get_sample_as_audio(
+            self.project_id, info.sample_id, axis_ix=info.axis_ix, _preload_content=False,
+            _request_timeout=STUDIO_TIMEOUT_S), f"downloading sample {info.sample_id}")
+        return resp.data
+
+    def set_labels(self, sample_id: int, segments: Sequence[Segment]) -> None:
+        request = self._ei.SetSampleStructuredLabelsRequest.from_dict(
+            {"structuredLabels": [segment_json(s) for s in segments]})
+        self._call(lambda: self._raw.set_sample_structured_labels(
+            self.project_id, sample_id, request, _request_timeout=STUDIO_TIMEOUT_S),
+            f"writing labels of sample {sample_id}")
+
+    def set_metadata(self, sample_id: int, metadata: dict[str, str]) -> None:
+        request = self._ei.SetSampleMetadataRequest.from_dict({"metadata": metadata})
+        self._call(lambda: self._raw.set_sample_metadata(
+            self.project_id, sample_id, request, _request_timeout=STUDIO_TIMEOUT_S),
+            f"writing metadata of sample {sample_id}")
+
+    def propose(self, sample_id: int, job_id: int, changes: dict) -> None:
+        request = self._ei.SetSampleProposedChangesRequest.from_dict({"jobId": job_id, "proposedChanges": changes})
+        self._call(lambda: self._raw.set_sample_proposed_changes(
+            self.project_id, sample_id, request, _request_timeout=STUDIO_TIMEOUT_S),
+            f"proposing changes for sample {sample_id}")
+
+    def _call(self, fn: Callable, what: str):
+        """Run one client call; HTTP-level retries are urllib3's, transient refusals are retried here."""
+        for attempt in range(STUDIO_RETRIES + 1):
+            try:
+                return self._call_once(fn, what)
+            except TransientStudioError as exc:
+                if attempt == STUDIO_RETRIES:
+                    raise SampleError(str(exc)) from None
+                time.sleep(backoff_s(attempt))
+        raise AssertionError("unreachable")
+
+    def _call_once(self, fn: Callable, what: str):
+        import urllib3
+
+        exceptions = self._ei.exceptions
+        try:
+            return fn()
+        except (exceptions.UnauthorizedException, exceptions.ForbiddenException) as exc:
+            raise AuthError(f"Studio rejected EI_PROJECT_API_KEY while {what} (HTTP {exc.status}); "
+                            "use the project's API key (Dashboard > Keys)") from None
+        except exceptions.ApiException as exc:
+            raise SampleError(f"Studio failed while {what} (HTTP {exc.status} {exc.reason})") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise SampleError(f"could not reach Studio while {what} ({type(exc).__name__})") from None
+        except (KeyError, TypeError) as exc:
+            raise SampleError(f"Studio sent an unexpected answer while {what} ({exc!r:.80})") from None
+        except Exception as exc:  # the client raises a plain Exception for {"success": false}
+            message = f"Studio refused {what}: {str(exc)[:200]}"
+            if _TRANSIENT_STUDIO_RE.search(str(exc)):
+                raise TransientStudioError(message) from None
+            raise SampleError(message) from None
+
+
+# Studio answers most failures as 200 {"success": false}; these words mark the ones worth retrying.
+_TRANSIENT_STUDIO_RE = re.compile(r"try again|timed? ?out|temporar|too many requests|rate limit|unavailable|busy",
+                                  re.IGNORECASE)
+
+
+class TransientStudioError(Exception):
+    """A Studio refusal that a retry may fix."""
+
+
+def load_sample(studio: Studio, sample_id: int, job_id: int | None, skip_done: Settings | None = None) -> LoadedSample:
+    """Read, download and decode one sample; with ``skip_done``, stop early if it is already labeled."""
+    info = studio.read_sample(sample_id, job_id)
+    if skip_done is not None and already_labeled(info.metadata, skip_done):
+        raise AlreadyLabeled(info)
+    audio, rate_hz = decode_wav(studio.download_wav(info))
+    expected_s, got_s = info.values_count / info.frequency_hz, len(audio) / rate_hz
+    if abs(expected_s - got_s) > max(0.05, 0.01 * expected_s):
+        log(f"WARNING: sample {sample_id}: Studio says {expected_s:.2f} s but the WAV holds {got_s:.2f} s; "
+            "labels follow Studio's length")
+    return LoadedSample(info, resample_to_model_rate(audio, rate_hz))
+
+
+def write_result(studio: Studio, info: SampleInfo, labeling: Labeling, settings: Settings,
+                 job_id: int | None) -> None:
+    """Apply: mark the sample as being labeled, write the labels, then mark it done.
+
+    Studio has no transaction, so the metadata brackets the labels: a run killed anywhere in
+    between leaves status "labeling" (or older settings), and the next run relabels the sample.
+    Preview: one propose-changes with labels and metadata together.
+    """
+    done = {**block_metadata(info.metadata, settings, STATUS_DONE), **labeling.confidence}
+    if job_id is not None:
+        studio.propose(info.sample_id, job_id, {"structuredLabels": [segment_json(s) for s in labeling.segments],
+                                                "metadata": done})
+        return
+    studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_LABELING))
+    studio.set_labels(info.sample_id, labeling.segments)
+    studio.set_metadata(info.sample_id, done)
+
+
+class StudioTarget:
+    """Samples read from and labels written to a Studio project."""
+
+    def __init__(self, studio: Studio, job_id: int | None, settings: Settings, force: bool):
+        self.studio, self.job_id, self.settings = studio, job_id, settings
+        # Preview never skips: Studio shows only samples that got a proposal.
+        self._skip_done = None if force or job_id is not None else settings
+        self.verb = "proposed" if job_id is not None else "written"
+
+    def load(self, sample_id: int) -> LoadedSample:
+        return load_sample(self.studio, sample_id, self.job_id, self._skip_done)
+
+    def write(self, info: SampleInfo, labeling: Labeling) -> None:
+        write_result(self.studio, info, labeling, self.settings, self.job_id)
+
+    def finish(self) -> None:
+        pass
