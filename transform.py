@@ -40,7 +40,8 @@ from labeler.classifiers import BackendOptions, Classifier, build_classifier
 from labeler.classifiers.local import DTYPES
 from labeler.classifiers.remote import DEFAULT_CONCURRENCY, DEFAULT_INFERENCE_URL, DEFAULT_MAX_WAIT_S
 from labeler.audio import MODEL_MAX_INPUT_MS
-from labeler.core import ConfigError, SampleOutcome, Settings, log
+from labeler.core import (COMBINE_RULES, DEFAULT_COMBINE, DEFAULT_LABEL_MODE, LABEL_MODES, ConfigError,
+                          SampleOutcome, Settings, log)
 from labeler.folder import FolderTarget
 from labeler.pipeline import Observer, RunStopped, Target, run
 from labeler.review import Plotter, Report
@@ -104,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step between windows in ms (default: the window size)")
     p.add_argument("--min-confidence", type=_float_range("--min-confidence", 0.0, 1.0),
                    default=DEFAULT_MIN_CONFIDENCE, help="score a label of interest needs (0..1)")
+    p.add_argument("--label-mode", choices=LABEL_MODES, default=DEFAULT_LABEL_MODE,
+                   help="multi: time-ranged structured labels; single: one label per sample (the label of "
+                        "interest holding the most time, else --other-label)")
+    p.add_argument("--combine", choices=COMBINE_RULES, default=DEFAULT_COMBINE,
+                   help="how overlapping windows score the time they share: min (the lowest window; keeps "
+                        "event boundaries where AST's scores mean presence) or mean (overlap-weighted)")
+    p.add_argument("--disable-other", action="store_true",
+                   help="disable samples in which no label of interest is found (re-enabled by a later run "
+                        "that finds one; samples disabled by someone else are never enabled)")
     p.add_argument("--force", action="store_true",
                    help="relabel samples already labeled with the same settings (default: skip them)")
     p.add_argument("--backend", choices=("local", "remote"), default="local",
@@ -134,6 +144,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         raise ConfigError("give --data-ids-file (samples in Studio) or --input-dir (audio files), not both or neither")
     if args.input_dir and args.propose_actions:
         raise ConfigError("--propose-actions is for Studio jobs; it cannot be used with --input-dir")
+    if args.input_dir and args.disable_other:
+        raise ConfigError("--disable-other disables Studio samples and info.labels has no disabled state; "
+                          "with --input-dir, filter on ast_other_share = 1.000 instead")
     if args.input_dir and not os.path.isdir(args.input_dir):
         raise ConfigError(f"--input-dir {args.input_dir}: no such folder")
     if args.win_stride_ms is None:
@@ -159,7 +172,7 @@ def build_classifier_and_settings(args: argparse.Namespace, environ: dict[str, s
                              args.inference_url, args.concurrency, args.max_wait_s)
     classifier, specs = build_classifier(options, args.audioset_labels, environ)
     return classifier, Settings(specs, args.other_label.strip() or "other", args.win_size_ms, args.win_stride_ms,
-                                args.min_confidence, args.model)
+                                args.min_confidence, args.model, args.label_mode, args.combine, args.disable_other)
 
 
 def build_observers(args: argparse.Namespace, settings: Settings, classifier: Classifier) -> list[Observer]:

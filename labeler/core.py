@@ -16,7 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 BLOCK_NAME = "ast-audio-labeler"
-BLOCK_VERSION = "1.0.0"
+BLOCK_VERSION = "1.0.0"  # part of every settings fingerprint: changing it relabels every finished sample
+
+LABEL_MODES = ("multi", "single")  # time-ranged structured labels, or one label per sample
+COMBINE_RULES = ("min", "mean")  # how overlapping windows score the stride step they share
+DEFAULT_LABEL_MODE, DEFAULT_COMBINE = "multi", "min"
 
 # Waits between retries of one request (inference and Studio): exponential, capped.
 HTTP_BACKOFF_BASE_S = 0.5
@@ -81,23 +85,34 @@ class Settings:
     win_stride_ms: int
     min_confidence: float
     model: str
+    label_mode: str = DEFAULT_LABEL_MODE
+    combine: str = DEFAULT_COMBINE
+    disable_other: bool = False  # disable samples in which no label of interest is found
 
     def threshold(self, spec: LabelSpec) -> float:
         return self.min_confidence if spec.threshold is None else spec.threshold
 
     def fingerprint(self) -> str:
-        """A compact, stable description stored with the labels (strings only in metadata)."""
-        return json.dumps(
-            {
-                "block": BLOCK_VERSION,
-                "model": self.model,
-                "labels": [[s.model_label, s.output_label, self.threshold(s)] for s in self.specs],
-                "other": self.other_label,
-                "win_ms": self.win_size_ms,
-                "stride_ms": self.win_stride_ms,
-            },
-            separators=(",", ":"),
-        )
+        """A compact, stable description stored with the labels (strings only in metadata).
+
+        Options added after 1.0.0 appear only when they differ from their defaults, so samples
+        finished by an older block with the same settings keep the same fingerprint (and are skipped).
+        """
+        described = {
+            "block": BLOCK_VERSION,
+            "model": self.model,
+            "labels": [[s.model_label, s.output_label, self.threshold(s)] for s in self.specs],
+            "other": self.other_label,
+            "win_ms": self.win_size_ms,
+            "stride_ms": self.win_stride_ms,
+        }
+        if self.label_mode != DEFAULT_LABEL_MODE:
+            described["mode"] = self.label_mode
+        if self.combine != DEFAULT_COMBINE:
+            described["combine"] = self.combine
+        if self.disable_other:
+            described["disable_other"] = True
+        return json.dumps(described, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,8 @@ class SampleInfo:
     values_count: int
     axis_ix: int
     metadata: dict[str, str]
+    is_disabled: bool = False
+    has_structured_labels: bool = False  # Studio ignores a plain label while these exist
 
 
 @dataclass(frozen=True)

@@ -54,10 +54,11 @@ class FolderTarget:
         info = SampleInfo(key, path, float(rate), len(mono), 0, {})
         return LoadedSample(info, resample_to_model_rate(mono, int(rate)))
 
-    def write(self, info: SampleInfo, labeling: Labeling) -> None:
+    def write(self, info: SampleInfo, labeling: Labeling) -> None:  # no note for the log line
         entry = {"path": info.name, "name": os.path.splitext(os.path.basename(info.name))[0],
                  "category": self.category,
-                 "label": {"type": "multi-label", "labels": [segment_json(s) for s in labeling.segments]},
+                 "label": {"type": "label", "label": labeling.single_label} if labeling.single_label is not None
+                 else {"type": "multi-label", "labels": [segment_json(s) for s in labeling.segments]},
                  "metadata": {**block_metadata({}, self.settings, STATUS_DONE),
                               **labeling.confidence},
                  "boundingBoxes": []}

@@ -41,7 +41,9 @@ class Target(Protocol):
 
     def load(self, key: int) -> LoadedSample: ...
 
-    def write(self, info: SampleInfo, labeling: Labeling) -> None: ...
+    def write(self, info: SampleInfo, labeling: Labeling) -> str | None:
+        """Store the labels; may return a note for the sample's log line."""
+        ...
 
     def finish(self) -> None: ...
 
@@ -158,7 +160,7 @@ class Writer:
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, "not written (run stopped)"))
                 continue
             try:
-                self._target.write(info, labeling)
+                note = self._target.write(info, labeling)
             except ConfigError as exc:
                 self.fatal = exc
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, str(exc)))
@@ -166,6 +168,7 @@ class Writer:
                 log(f"{prefix} ({info.name}): FAILED: {exc}")
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, False, str(exc)))
             else:
+                summary += f" ({note})" if note else ""
                 log(f"{summary} in {time.monotonic() - started:.2f} s")
                 self.outcomes.append(SampleOutcome(info.sample_id, info.name, True, summary))
             self._progress.add(1, windows)
@@ -282,8 +285,9 @@ class Labeler:
         used = ", ".join(sorted({s.label for s in segments}))
         count = f"{len(planned.windows)} window{'s' * (len(planned.windows) != 1)}"
         prefix = self._prefix(planned.position, info.sample_id)
-        summary = (f"{prefix} ({info.name}): {count} -> "
-                   f"{len(segments)} segment{'s' * (len(segments) != 1)} [{used}] {self.target.verb}")
+        result = f"label [{labeling.single_label}]" if labeling.single_label is not None else \
+            f"{len(segments)} segment{'s' * (len(segments) != 1)} [{used}]"
+        summary = f"{prefix} ({info.name}): {count} -> {result} {self.target.verb}"
         self.writer.submit(info, labeling, prefix, summary, planned.started, len(planned.windows))
 
     def _fail_group(self, group: Sequence[PlannedSample], detail: str, quiet: bool = False) -> None:

@@ -12,6 +12,10 @@ from .timeline import Segment
 
 STATUS_KEY, SETTINGS_KEY = "ast_status", "ast_settings"
 STATUS_LABELING, STATUS_DONE = "labeling", "done"
+# Set while the sample is disabled because this block found only "other" in it: the block may
+# enable such a sample again, and never one that someone else disabled.
+DISABLED_KEY, DISABLED_OTHER_ONLY = "ast_disabled", "other-only"
+DISABLE, ENABLE = "disable", "enable"
 
 
 def segment_json(segment: Segment) -> dict:
@@ -19,9 +23,13 @@ def segment_json(segment: Segment) -> dict:
     return {"startIndex": segment.start_ix, "endIndex": segment.end_ix, "label": segment.label}
 
 
-def block_metadata(existing: dict[str, str], settings: Settings, status: str) -> dict[str, str]:
-    """The sample's metadata plus this block's keys (Studio replaces the whole map)."""
-    return {
+def block_metadata(existing: dict[str, str], settings: Settings, status: str,
+                   disabled_by_block: bool | None = None) -> dict[str, str]:
+    """The sample's metadata plus this block's keys (Studio replaces the whole map).
+
+    ``disabled_by_block`` sets (True) or drops (False) the disabled mark; None keeps what is there.
+    """
+    metadata = {
         **existing,
         "labeled_by": BLOCK_NAME,
         "ast_model": settings.model,
@@ -29,6 +37,36 @@ def block_metadata(existing: dict[str, str], settings: Settings, status: str) ->
         SETTINGS_KEY: settings.fingerprint(),
         STATUS_KEY: status,
     }
+    if disabled_by_block is True:
+        metadata[DISABLED_KEY] = DISABLED_OTHER_ONLY
+    elif disabled_by_block is False:
+        metadata.pop(DISABLED_KEY, None)
+    return metadata
+
+
+def disabled_by_block(metadata: dict[str, str]) -> bool:
+    return metadata.get(DISABLED_KEY) == DISABLED_OTHER_ONLY
+
+
+def enabled_change(metadata: dict[str, str], is_disabled: bool, found_interest: bool,
+                   disable_other: bool) -> str | None:
+    """DISABLE, ENABLE or None for a labeled sample.
+
+    Disable: asked to, nothing of interest found, and the sample is enabled. Enable: something of
+    interest found in a sample this block disabled. A sample someone else disabled stays disabled.
+    """
+    if disable_other and not found_interest and not is_disabled:
+        return DISABLE
+    if found_interest and is_disabled and disabled_by_block(metadata):
+        return ENABLE
+    return None
+
+
+def disabled_mark_after(metadata: dict[str, str], is_disabled: bool, change: str | None) -> bool:
+    """Whether the sample carries the disabled mark once ``change`` is written."""
+    if change is not None:
+        return change == DISABLE
+    return is_disabled and disabled_by_block(metadata)  # a stale mark (enabled by hand) is dropped
 
 
 def already_labeled(metadata: dict[str, str], settings: Settings) -> bool:

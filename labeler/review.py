@@ -59,7 +59,8 @@ class Report:
         audacity = "".join(f"{seg['start_s']:.4f}\t{seg['end_s']:.4f}\t{seg['label']}\n" for seg in segments)
         with self._lock:
             self._windows.write("\n".join(lines) + "\n")
-            self._segments.write(json.dumps({"sample_id": info.sample_id, "name": info.name,
+            single = {} if labeling.single_label is None else {"label": labeling.single_label}
+            self._segments.write(json.dumps({"sample_id": info.sample_id, "name": info.name, **single,
                                              "segments": segments, **labeling.confidence}) + "\n")
             for seg in segments:
                 total = self._totals.setdefault(seg["label"], {"segments": 0, "seconds": 0.0, "samples": set()})
@@ -110,7 +111,9 @@ class Plotter:
         spec_ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", extent=(0, duration_s, 0, 64))
         spec_ax.set_ylabel("mel band")
         count = len(labeling.segments)
-        spec_ax.set_title(f"{info.name} (sample {info.sample_id}): {count} segment{'s' * (count != 1)}")
+        verdict = f"label {labeling.single_label}" if labeling.single_label is not None else \
+            f"{count} segment{'s' * (count != 1)}"
+        spec_ax.set_title(f"{info.name} (sample {info.sample_id}): {verdict}")
         for seg in labeling.segments:
             start, end = seg.start_ix / info.frequency_hz, (seg.end_ix + 1) / info.frequency_hz
             spec_ax.axvspan(start, end, ymin=0.92, ymax=1.0, color=self.colors[seg.label], label="_band")

@@ -16,12 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from .audio import decode_wav, resample_to_model_rate
 from .core import (HTTP_BACKOFF_MAX_S, AlreadyLabeled, AuthError, ConfigError, LoadedSample, SampleError, SampleInfo, Settings,
                    backoff_s, log)
-from .records import (STATUS_DONE, STATUS_LABELING, already_labeled, block_metadata, segment_json)
+from .records import (DISABLE, ENABLE, STATUS_DONE, STATUS_LABELING, already_labeled, block_metadata,
+                      disabled_mark_after, enabled_change, segment_json)
 from .timeline import Labeling, Segment
 
 DEFAULT_EI_API_ENDPOINT = "https://studio.edgeimpulse.com/v1"
 STUDIO_TIMEOUT_S = (10.0, 120.0)  # (connect, read)
 STUDIO_RETRIES = 6
+CHANGE_NOTES = {DISABLE: "disabled: no label of interest found", ENABLE: "enabled again: a label of interest found"}
 
 
 def read_ids(path: str) -> list[int]:
@@ -100,7 +102,8 @@ class Studio:
         if not sample.frequency or not sample.values_count:
             raise SampleError("the sample has no audio values (frequency or valuesCount is 0)")
         return SampleInfo(int(sample.id or sample_id), sample.filename or str(sample_id), float(sample.frequency),
-                          int(sample.values_count), int(axes[0].index), dict(sample.metadata or {}))
+                          int(sample.values_count), int(axes[0].index), dict(sample.metadata or {}),
+                          bool(sample.is_disabled), bool(sample.structured_labels))
 
     def download_wav(self, info: SampleInfo) -> bytes:
         resp = self._call(lambda: self._raw.get_sample_as_audio(
@@ -114,6 +117,17 @@ class Studio:
         self._call(lambda: self._raw.set_sample_structured_labels(
             self.project_id, sample_id, request, _request_timeout=STUDIO_TIMEOUT_S),
             f"writing labels of sample {sample_id}")
+
+    def set_label(self, sample_id: int, label: str) -> None:
+        request = self._ei.EditSampleLabelRequest.from_dict({"label": label})
+        self._call(lambda: self._raw.edit_label(
+            self.project_id, sample_id, request, _request_timeout=STUDIO_TIMEOUT_S),
+            f"writing the label of sample {sample_id}")
+
+    def set_enabled(self, sample_id: int, enabled: bool) -> None:
+        call, what = (self._raw.enable_sample, "enabling") if enabled else (self._raw.disable_sample, "disabling")
+        self._call(lambda: call(self.project_id, sample_id, _request_timeout=STUDIO_TIMEOUT_S),
+                   f"{what} sample {sample_id}")
 
     def set_metadata(self, sample_id: int, metadata: dict[str, str]) -> None:
         request = self._ei.SetSampleMetadataRequest.from_dict({"metadata": metadata})
@@ -182,22 +196,52 @@ def load_sample(studio: Studio, sample_id: int, job_id: int | None, skip_done: S
     return LoadedSample(info, resample_to_model_rate(audio, rate_hz))
 
 
+def label_changes(info: SampleInfo, labeling: Labeling) -> tuple[dict, str | None]:
+    """The label part of a write, as propose-changes keys, and what the log line should add.
+
+    Single-label mode writes a plain label, except where the sample already has structured
+    labels: Studio then ignores its plain label and no call clears them, so one structured label
+    covering the whole sample says the same thing.
+    """
+    if labeling.single_label is None:
+        return {"structuredLabels": [segment_json(s) for s in labeling.segments]}, None
+    if info.has_structured_labels:
+        return ({"structuredLabels": [segment_json(s) for s in labeling.segments]},
+                "as one structured label: the sample already has structured labels")
+    return {"label": labeling.single_label}, None
+
+
 def write_result(studio: Studio, info: SampleInfo, labeling: Labeling, settings: Settings,
-                 job_id: int | None) -> None:
+                 job_id: int | None) -> str | None:
     """Apply: mark the sample as being labeled, write the labels, then mark it done.
 
     Studio has no transaction, so the metadata brackets the labels: a run killed anywhere in
     between leaves status "labeling" (or older settings), and the next run relabels the sample.
-    Preview: one propose-changes with labels and metadata together.
+    A sample to be disabled carries the disabled mark from the first write on, so a run killed
+    after disabling it still knows the block did it. Preview: one propose-changes with everything.
+    Returns a note for the sample's log line, or None.
     """
-    done = {**block_metadata(info.metadata, settings, STATUS_DONE), **labeling.confidence}
+    labels, note = label_changes(info, labeling)
+    change = enabled_change(info.metadata, info.is_disabled, labeling.found_interest, settings.disable_other)
+    marked = disabled_mark_after(info.metadata, info.is_disabled, change)
+    done = {**block_metadata(info.metadata, settings, STATUS_DONE, marked), **labeling.confidence}
+    notes = [n for n in (note, CHANGE_NOTES.get(change)) if n]
     if job_id is not None:
-        studio.propose(info.sample_id, job_id, {"structuredLabels": [segment_json(s) for s in labeling.segments],
-                                                "metadata": done})
-        return
-    studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_LABELING))
-    studio.set_labels(info.sample_id, labeling.segments)
+        changes = {**labels, "metadata": done}
+        if change is not None:
+            changes["isDisabled"] = change == DISABLE
+        studio.propose(info.sample_id, job_id, changes)
+        return "; ".join(notes) or None
+    studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_LABELING,
+                                                       True if change == DISABLE else None))
+    if "label" in labels:
+        studio.set_label(info.sample_id, labels["label"])
+    else:
+        studio.set_labels(info.sample_id, labeling.segments)
+    if change is not None:
+        studio.set_enabled(info.sample_id, change == ENABLE)
     studio.set_metadata(info.sample_id, done)
+    return "; ".join(notes) or None
 
 
 class StudioTarget:
@@ -212,8 +256,8 @@ class StudioTarget:
     def load(self, sample_id: int) -> LoadedSample:
         return load_sample(self.studio, sample_id, self.job_id, self._skip_done)
 
-    def write(self, info: SampleInfo, labeling: Labeling) -> None:
-        write_result(self.studio, info, labeling, self.settings, self.job_id)
+    def write(self, info: SampleInfo, labeling: Labeling) -> str | None:
+        return write_result(self.studio, info, labeling, self.settings, self.job_id)
 
     def finish(self) -> None:
         pass

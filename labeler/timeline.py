@@ -63,12 +63,15 @@ def step_ix(values_count: int, frequency_hz: float, settings: Settings) -> int:
     return min(values_count, ms_to_ix(settings.win_stride_ms, frequency_hz))
 
 
-def aggregate_steps(windows: Sequence[Window], scores: np.ndarray, values_count: int, step: int) -> np.ndarray:
-    """Score each stride step by the mean of the windows covering it, weighted by overlap.
+def aggregate_steps(windows: Sequence[Window], scores: np.ndarray, values_count: int, step: int,
+                    combine: str = "mean") -> np.ndarray:
+    """Score each stride step from the windows covering it: ``mean`` (weighted by overlap) or ``min``.
 
     ``scores`` is (windows, classes); the result is (steps, classes) with
     ``steps = ceil(values_count / step)``. Every step is covered by at least one window.
     """
+    if combine == "min":
+        return _min_steps(windows, scores, values_count, step)
     n_steps = math.ceil(values_count / step)
     sums = np.zeros((n_steps, scores.shape[1]), dtype=np.float64)
     weights = np.zeros(n_steps, dtype=np.float64)
@@ -79,6 +82,21 @@ def aggregate_steps(windows: Sequence[Window], scores: np.ndarray, values_count:
                 sums[k] += overlap * row
                 weights[k] += overlap
     return sums / weights[:, None]
+
+
+def _min_steps(windows: Sequence[Window], scores: np.ndarray, values_count: int, step: int) -> np.ndarray:
+    """Each step keeps, per class, the lowest score of any window that overlaps it.
+
+    AST answers "is this sound anywhere in the window?", so a window that only touches an event
+    scores almost as high as one full of it; the lowest covering window is the one that best
+    says whether the step itself holds the sound.
+    """
+    lowest = np.full((math.ceil(values_count / step), scores.shape[1]), np.inf)
+    for window, row in zip(windows, scores):
+        # Steps first_k .. last_k - 1 all overlap [start_ix, stop_ix) by at least one index.
+        first_k, last_k = window.start_ix // step, math.ceil(window.stop_ix / step)
+        np.minimum(lowest[first_k:last_k], row, out=lowest[first_k:last_k])
+    return lowest
 
 
 def winning_specs(step_scores: np.ndarray, specs: Sequence[LabelSpec], settings: Settings) -> np.ndarray:
@@ -107,16 +125,43 @@ def steps_to_segments(labels: Sequence[str], step: int, values_count: int) -> li
     return segments
 
 
+def sample_label(step_scores: np.ndarray, winners: np.ndarray, lengths: np.ndarray,
+                 specs: Sequence[LabelSpec], other_label: str) -> str:
+    """One label for a whole sample: a label of interest found anywhere beats other; among them,
+    the one holding the most time wins, ties going to the higher mean score over that time."""
+    best: tuple[float, float, int] | None = None
+    for k in range(len(specs)):
+        held = winners == k
+        if not held.any():
+            continue
+        time_ix = float(lengths[held].sum())
+        mean_score = float(np.average(step_scores[held, k], weights=lengths[held]))
+        if best is None or (time_ix, mean_score) > best[:2]:
+            best = (time_ix, mean_score, k)
+    return other_label if best is None else specs[best[2]].output_label
+
+
+def step_lengths(step: int, n_steps: int, values_count: int) -> np.ndarray:
+    """Indices in each step: all ``step`` but the last, which may be short."""
+    return np.minimum(step, values_count - step * np.arange(n_steps))
+
+
 @dataclass(frozen=True)
 class Labeling:
     """What a sample's window scores became: segments, and the per-step evidence behind them."""
 
     segments: list[Segment]
     step: int  # stride step in sample indices
-    step_scores: np.ndarray  # (steps, specs): mean score of each label of interest
+    step_scores: np.ndarray  # (steps, specs): combined score of each label of interest
     winners: np.ndarray  # (steps,): index of the winning spec, -1 for other
     # Written to Studio, info.labels and the report alike: computed once, in label_sample.
     confidence: dict[str, str] = field(default_factory=dict)
+    single_label: str | None = None  # the sample's one label in single-label mode
+
+    @property
+    def found_interest(self) -> bool:
+        """True when some step got a label of interest (False: the whole sample is other)."""
+        return bool((self.winners >= 0).any())
 
 
 def class_index(names: Sequence[str]) -> dict[str, int]:
@@ -126,13 +171,20 @@ def class_index(names: Sequence[str]) -> dict[str, int]:
 
 def label_sample(windows: Sequence[Window], class_scores: np.ndarray, values_count: int, step: int,
                  settings: Settings, index: dict[str, int]) -> Labeling:
-    """From window scores over all classes (columns named by ``index``) to segments covering the sample."""
+    """From window scores over all classes (columns named by ``index``) to segments covering the sample.
+
+    In single-label mode the segments are one segment covering the sample with its one label.
+    """
     columns = [index[s.model_label.lower()] for s in settings.specs]
-    step_scores = aggregate_steps(windows, class_scores[:, columns], values_count, step)
+    step_scores = aggregate_steps(windows, class_scores[:, columns], values_count, step, settings.combine)
     winners = winning_specs(step_scores, settings.specs, settings)
+    confidence = confidence_metadata(step, step_scores, winners, values_count)
+    if settings.label_mode == "single":
+        lengths = step_lengths(step, len(winners), values_count)
+        label = sample_label(step_scores, winners, lengths, settings.specs, settings.other_label)
+        return Labeling([Segment(0, values_count - 1, label)], step, step_scores, winners, confidence, label)
     labels = [settings.specs[w].output_label if w >= 0 else settings.other_label for w in winners]
-    return Labeling(steps_to_segments(labels, step, values_count), step, step_scores, winners,
-                    confidence_metadata(step, step_scores, winners, values_count))
+    return Labeling(steps_to_segments(labels, step, values_count), step, step_scores, winners, confidence)
 
 
 def confidence(labeling: Labeling, values_count: int) -> dict[str, str]:
@@ -142,7 +194,7 @@ def confidence(labeling: Labeling, values_count: int) -> dict[str, str]:
 
 def confidence_metadata(step: int, step_scores: np.ndarray, winners: np.ndarray, values_count: int) -> dict[str, str]:
     """Winning scores weighted by step length (the tail step may be short), and the share labeled other."""
-    lengths = np.minimum(step, values_count - step * np.arange(len(winners)))
+    lengths = step_lengths(step, len(winners), values_count)
     won = winners >= 0
     scores = step_scores[np.arange(len(won)), winners][won]
     other_share = float(lengths[~won].sum() / lengths.sum())

@@ -62,10 +62,35 @@ def score_audio(audio: np.ndarray, rate_hz: int) -> dict[str, float]:
     return scores
 
 
+PRESENCE_FRAME_S = 0.1
+
+
+def score_presence(audio: np.ndarray, rate_hz: int) -> dict[str, float]:
+    """Scores the way a model trained on weak (clip-level) labels answers: a class scores as high
+    as in its best 100 ms frame, so a window that only touches a sound scores like one full of it."""
+    frame = max(1, int(PRESENCE_FRAME_S * rate_hz))
+    frames = [audio[i : i + frame] for i in range(0, max(1, len(audio) - frame // 2), frame)]
+    per_frame = [score_audio(f, rate_hz) for f in frames if len(f)]
+    return {label: max(scores[label] for scores in per_frame) for label in LABELS}
+
+
+def score_fill(audio: np.ndarray, rate_hz: int) -> dict[str, float]:
+    """Scores that grow with how much of the window a sound fills: the mean over its 100 ms frames."""
+    frame = max(1, int(PRESENCE_FRAME_S * rate_hz))
+    frames = [audio[i : i + frame] for i in range(0, max(1, len(audio) - frame // 2), frame)]
+    per_frame = [score_audio(f, rate_hz) for f in frames if len(f)]
+    return {label: float(np.mean([scores[label] for scores in per_frame])) for label in LABELS}
+
+
+SCORERS = {"window": score_audio, "presence": score_presence, "fill": score_fill}
+
+
 @dataclass
 class InferenceState:
     token: str | None
     labels: list[str] = field(default_factory=lambda: list(LABELS))
+    # "window": the whole window's spectrum; "presence": its best 100 ms frame; "fill": its mean frame
+    scoring: str = "window"
     serve_config: bool = True
     requests: list[dict] = field(default_factory=list)  # parsed request records
     loading_requests: int = 0  # the first N requests answer 503 "loading"
@@ -157,7 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
         params = request.get("parameters") or {}
         with st.lock:
             record.update(params=params, rate=rate, seconds=len(audio) / rate)
-        scores = score_audio(audio, rate)
+        scores = SCORERS[st.scoring](audio, rate)
         if params.get("function_to_apply", "softmax") == "softmax":
             total = sum(np.exp(v) for v in scores.values())
             scores = {k: float(np.exp(v) / total) for k, v in scores.items()}

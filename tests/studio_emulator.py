@@ -37,6 +37,8 @@ class EmuSample:
     sensors: list[dict] = field(default_factory=lambda: [{"index": 0, "name": "audio", "units": "wav"}])
     metadata: dict[str, str] = field(default_factory=dict)
     structured_labels: list[dict] | None = None
+    label: str = ""  # the plain (single) label; Studio ignores it while structured labels exist
+    is_disabled: bool = False
     wav_override: bytes | None = None  # served instead of the encoded audio (corrupt files)
 
     @property
@@ -55,7 +57,7 @@ class Request:
 
 @dataclass
 class Write:
-    """One accepted write: kind is structured-labels, metadata or propose-changes."""
+    """One accepted write: kind is structured-labels, metadata, propose-changes, edit-label, disable or enable."""
 
     kind: str
     sample_id: int
@@ -125,16 +127,17 @@ def _project() -> dict:
             "indPauseProcessingSamples": False, "publicProjectListed": False}
 
 
-def _sample_json(s: EmuSample, labels: list[dict] | None, metadata: dict[str, str]) -> dict:
+def _sample_json(s: EmuSample, labels: list[dict] | None, metadata: dict[str, str], label: str,
+                 is_disabled: bool) -> dict:
     interval = 1000.0 / s.frequency_hz
     total_ms = s.values_count * interval
     out = {"id": s.sample_id, "filename": s.filename, "signatureValidate": False, "created": CREATED,
            "lastModified": CREATED, "category": "training", "coldstorageFilename": f"ei/{s.filename}.json",
-           "label": labels[0]["label"] if labels else "", "intervalMs": interval,
+           "label": label, "intervalMs": interval,
            "frequency": float(s.frequency_hz), "originalIntervalMs": interval,
            "originalFrequency": float(s.frequency_hz), "deviceType": "EDGE_IMPULSE_CLI", "sensors": s.sensors,
            "valuesCount": s.values_count, "totalLengthMs": total_ms, "added": CREATED, "boundingBoxes": [],
-           "boundingBoxesType": "object_detection", "chartType": "chart", "isDisabled": False,
+           "boundingBoxesType": "object_detection", "chartType": "chart", "isDisabled": is_disabled,
            "isProcessing": False, "processingError": False, "isCropped": False, "metadata": metadata,
            "projectId": PROJECT_ID, "sha256Hash": "0" * 64,
            "datastreams": [{"index": 0, "chartType": "chart", "intervalMs": interval,
@@ -211,22 +214,27 @@ class _Handler(BaseHTTPRequestHandler):
             return self._get_sample(sample, query)
         if method == "GET" and action == "/wav":
             return self._wav(sample, query)
-        if method == "POST" and action in ("/structured-labels", "/metadata", "/propose-changes"):
+        if method == "POST" and action in ("/structured-labels", "/metadata", "/propose-changes", "/edit-label",
+                                           "/disable", "/enable"):
             return self._write(sample, action[1:], body)
         return self._json({"success": False, "error": f"no route {method} {path}"}, 404)
 
     def _get_sample(self, sample: EmuSample, query: dict) -> None:
         labels, metadata = sample.structured_labels, dict(sample.metadata)
+        label, is_disabled = sample.label, sample.is_disabled
         job = query.get("proposedActionsJobId")
         proposal = self.state.proposals.get((int(job), sample.sample_id)) if job else None
         if proposal:
             labels = proposal.get("structuredLabels", labels)
             metadata = proposal.get("metadata", metadata)
+            label = proposal.get("label", label)
+            is_disabled = proposal.get("isDisabled", is_disabled)
         limit = int(query.get("limitPayloadValues") or sample.values_count)
         values = [[float(v)] for v in sample.channels[0][:limit]]
         payload = {"device_type": "EDGE_IMPULSE_CLI", "sensors": sample.sensors, "values": values,
                    "intervalMs": 1000.0 / sample.frequency_hz, "frequencyHz": float(sample.frequency_hz)}
-        self._json({"success": True, "sample": _sample_json(sample, labels, metadata), "payload": payload,
+        self._json({"success": True, "sample": _sample_json(sample, labels, metadata, label, is_disabled),
+                    "payload": payload,
                     "totalPayloadLength": sample.values_count,
                     "datastreamPayloads": [{"index": 0, "payload": payload,
                                             "totalPayloadLength": sample.values_count}]})
@@ -248,6 +256,11 @@ class _Handler(BaseHTTPRequestHandler):
                 metadata = body.get("metadata") or {}
                 if not all(isinstance(v, str) for v in metadata.values()):
                     raise ValueError("metadata values should be strings")
+            elif kind == "edit-label":
+                if not isinstance((body or {}).get("label"), str):
+                    raise ValueError("label should be a string")
+            elif kind in ("disable", "enable"):
+                body = {}
             else:
                 if not isinstance(body.get("jobId"), int):
                     raise ValueError("jobId is required")
@@ -264,6 +277,10 @@ class _Handler(BaseHTTPRequestHandler):
                 sample.structured_labels = runs
             elif kind == "metadata":
                 sample.metadata = dict(body["metadata"])
+            elif kind == "edit-label":
+                sample.label = body["label"]
+            elif kind in ("disable", "enable"):
+                sample.is_disabled = kind == "disable"
             else:
                 st.proposals[(body["jobId"], sample.sample_id)] = body["proposedChanges"]
         self._json({"success": True})

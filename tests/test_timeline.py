@@ -6,14 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labeler.core import LabelSpec, Settings
-from labeler.timeline import (Segment, Window, aggregate_steps, choose_labels, label_sample, plan_windows, step_ix,
-                              steps_to_segments)
+from labeler.timeline import (Segment, Window, aggregate_steps, choose_labels, label_sample, plan_windows,
+                              sample_label, step_ix, step_lengths, steps_to_segments, winning_specs)
 
 RATES = [8000, 11025, 16000, 22050, 44100, 48000]
 
 
-def make_settings(win_ms=1000, stride_ms=1000, specs=(LabelSpec("A", "a"), LabelSpec("B", "b")), min_conf=0.5):
-    return Settings(tuple(specs), "other", win_ms, stride_ms, min_conf, "m")
+def make_settings(win_ms=1000, stride_ms=1000, specs=(LabelSpec("A", "a"), LabelSpec("B", "b")), min_conf=0.5,
+                  combine="min", label_mode="multi"):
+    return Settings(tuple(specs), "other", win_ms, stride_ms, min_conf, "m", label_mode, combine)
 
 
 def test_exact_multiple_has_no_duplicate_tail_window():
@@ -70,8 +71,9 @@ def test_overlapping_windows_are_averaged_per_stride_step():
 
 def test_boundary_lands_within_one_stride_of_the_change():
     # A 10 s sample: label A for the first 6.3 s, then B. 2 s windows, 250 ms stride, 1 kHz index rate.
+    # Scores grow with how much of the window each sound fills: the mean rule places the boundary.
     rate, n, change = 1000, 10_000, 6300
-    s = make_settings(2000, 250)
+    s = make_settings(2000, 250, combine="mean")
     windows = plan_windows(n, rate, 2000, 250)
     share_a = np.array([max(0, min(w.stop_ix, change) - w.start_ix) / (w.stop_ix - w.start_ix) for w in windows])
     scores = np.stack([share_a, 1 - share_a], axis=1)
@@ -82,10 +84,11 @@ def test_boundary_lands_within_one_stride_of_the_change():
 
 @settings(max_examples=300, deadline=None)
 @given(values_count=st.integers(1, 400_000), rate=st.sampled_from(RATES),
-       win_ms=st.integers(0, 12_000), stride_frac=st.floats(0.05, 1.0), seed=st.integers(0, 2**32 - 1))
-def test_segments_always_cover_the_sample_exactly(values_count, rate, win_ms, stride_frac, seed):
+       win_ms=st.integers(0, 12_000), stride_frac=st.floats(0.05, 1.0), seed=st.integers(0, 2**32 - 1),
+       combine=st.sampled_from(["mean", "min"]))
+def test_segments_always_cover_the_sample_exactly(values_count, rate, win_ms, stride_frac, seed, combine):
     stride_ms = max(1, int(max(win_ms, 1) * stride_frac))
-    s = make_settings(win_ms, stride_ms, min_conf=0.4)
+    s = make_settings(win_ms, stride_ms, min_conf=0.4, combine=combine)
     windows = plan_windows(values_count, rate, win_ms, stride_ms)
     # every window is inside the sample and the windows cover every index
     assert windows[0].start_ix == 0 and windows[-1].stop_ix == values_count
@@ -121,3 +124,123 @@ def test_constant_scores_give_one_segment(rate):
     scores = np.tile([0.8, 0.1], (len(windows), 1))
     segments = label_sample(windows, scores, rate * 7 + 13, step_ix(rate * 7 + 13, rate, s), s, {"a": 0, "b": 1}).segments
     assert segments == [Segment(0, rate * 7 + 12, "a")]
+
+
+# --- combining overlapping windows: min ---------------------------------------------------------------
+
+
+def test_min_keeps_the_lowest_window_overlapping_each_step():
+    # Windows off the step grid: step 3 [30, 40) overlaps both windows, step 2 only the first.
+    windows = [Window(0, 35), Window(22, 60)]
+    scores = np.array([[0.9, 0.1], [0.4, 0.7]])
+    combined = aggregate_steps(windows, scores, 60, 10, "min")
+    assert combined.tolist() == [[0.9, 0.1], [0.9, 0.1], [0.4, 0.1], [0.4, 0.1], [0.4, 0.7], [0.4, 0.7]]
+
+
+def presence_scores(windows, event_start, event_stop):
+    """A weakly trained model: a window scores 0.9 for the event if it overlaps it at all."""
+    return np.array([[0.9 if w.start_ix < event_stop and w.stop_ix > event_start else 0.05] for w in windows])
+
+
+def test_min_recovers_event_boundaries_at_stride_resolution_where_mean_drags_them_out():
+    # A 20 s sample at 1 kHz with one event from 6.3 s to 12.3 s; 2 s windows every 500 ms.
+    n, start, stop = 20_000, 6300, 12_300
+    windows = plan_windows(n, 1000, 2000, 500)
+    scores = presence_scores(windows, start, stop)
+    index, specs = {"a": 0}, (LabelSpec("A", "a"),)
+
+    def event(combine):
+        s = make_settings(2000, 500, specs=specs, min_conf=0.5, combine=combine)
+        segs = label_sample(windows, scores, n, step_ix(n, 1000, s), s, index).segments
+        return next((seg.start_ix, seg.end_ix + 1) for seg in segs if seg.label == "a")
+
+    min_start, min_stop = event("min")
+    mean_start, mean_stop = event("mean")
+    assert abs(min_start - start) <= 500 and abs(min_stop - stop) <= 500
+    assert start - mean_start > 500 and mean_stop - stop > 500  # mean extends the event by more than a stride
+
+
+def test_with_window_equal_to_stride_min_changes_only_the_step_the_tail_window_shares():
+    # 5 s at 1 kHz, 2 s windows and stride: [0, 2000), [2000, 4000) and the end-aligned tail [3000, 5000).
+    # The sound is in the last second only, so the tail window hears it and the middle window does not.
+    n = 5000
+    windows = plan_windows(n, 1000, 2000, 2000)
+    assert windows[-1] == Window(3000, 5000)
+    scores = presence_scores(windows, 4000, 5000)
+    specs = (LabelSpec("A", "a"),)
+
+    def labels(combine):
+        s = make_settings(2000, 2000, specs=specs, min_conf=0.3, combine=combine)
+        return [seg.label for seg in label_sample(windows, scores, n, 2000, s, {"a": 0}).segments], s
+
+    (with_min, _), (with_mean, _) = labels("min"), labels("mean")
+    # mean: step [2000, 4000) gets (2000 x 0.05 + 1000 x 0.9) / 3000 = 0.33 and is labeled a too
+    assert with_mean == ["other", "a"]
+    segs_min = label_sample(windows, scores, n, 2000, make_settings(2000, 2000, specs=specs, min_conf=0.3), {"a": 0})
+    assert with_min == ["other", "a"] and segs_min.segments[-1].start_ix == 4000
+    segs_mean = label_sample(windows, scores, n, 2000,
+                             make_settings(2000, 2000, specs=specs, min_conf=0.3, combine="mean"), {"a": 0})
+    assert segs_mean.segments[-1].start_ix == 2000
+
+
+# --- single-label mode -------------------------------------------------------------------------------------
+
+
+def single(step_scores, n=None, step=10, specs=(LabelSpec("A", "a"), LabelSpec("B", "b")), min_conf=0.5):
+    step_scores = np.array(step_scores, dtype=float)
+    n = n or step * len(step_scores)
+    s = make_settings(specs=specs, min_conf=min_conf, label_mode="single")
+    winners = winning_specs(step_scores, specs, s)
+    return sample_label(step_scores, winners, step_lengths(step, len(winners), n), specs, "other")
+
+
+def test_single_label_is_the_label_holding_the_most_time():
+    assert single([[0.9, 0.0], [0.0, 0.6], [0.0, 0.6]]) == "b"
+
+
+def test_single_label_counts_indices_not_steps():
+    # One step each, but b's is the 1-index tail: a holds more time despite b's higher score.
+    assert single([[0.6, 0.0], [0.0, 0.9]], n=11) == "a"
+
+
+def test_single_label_tie_goes_to_the_higher_mean_score():
+    assert single([[0.7, 0.0], [0.0, 0.8]]) == "b"
+    assert single([[0.9, 0.0], [0.0, 0.8]]) == "a"
+
+
+def test_a_short_label_of_interest_beats_other():
+    assert single([[0.1, 0.1]] * 9 + [[0.5, 0.0]]) == "a"  # exactly at its threshold, in one step of ten
+
+
+def test_nothing_of_interest_is_other():
+    assert single([[0.49, 0.2], [0.1, 0.3]]) == "other"
+
+
+def test_single_mode_labels_the_whole_sample_with_one_segment():
+    s = make_settings(1000, 1000, label_mode="single")
+    windows = plan_windows(2500, 1000, 1000, 1000)
+    labeling = label_sample(windows, np.array([[0.9, 0.0], [0.0, 0.6], [0.0, 0.7]]), 2500, 1000, s,
+                            {"a": 0, "b": 1})
+    assert labeling.single_label == "b" and labeling.segments == [Segment(0, 2499, "b")]
+    assert labeling.found_interest
+
+
+# --- settings fingerprint ----------------------------------------------------------------------------------
+
+# What block 1.0.0 stored for these settings before label modes existed.
+FINGERPRINT_1_0_0 = ('{"block":"1.0.0","model":"m","labels":[["A","a",0.5],["B","b",0.5]],"other":"other",'
+                     '"win_ms":1000,"stride_ms":1000}')
+
+
+def test_default_options_keep_the_fingerprint_of_earlier_runs():
+    assert make_settings().fingerprint() == FINGERPRINT_1_0_0
+
+
+@pytest.mark.parametrize("change", [{"label_mode": "single"}, {"combine": "mean"}])
+def test_other_options_change_the_fingerprint(change):
+    assert make_settings(**change).fingerprint() != FINGERPRINT_1_0_0
+
+
+def test_disable_other_changes_the_fingerprint():
+    s = make_settings()
+    assert Settings(s.specs, "other", 1000, 1000, 0.5, "m", disable_other=True).fingerprint() != FINGERPRINT_1_0_0

@@ -94,6 +94,18 @@ def test_stride_smaller_than_window_puts_the_boundary_within_one_stride(studio, 
     # speech for 2.3 s, then music until 6 s
     rate = 16000
     studio.state.add(EmuSample(201, "change.wav", rate, [concat(tone(SPEECH_HZ, 2.3, rate), tone(MUSIC_HZ, 3.7, rate))]))
+    result = run_block("--win-size-ms", "1000", "--win-stride-ms", "250", "--combine", "mean")
+    assert result.code == 0
+    labels = studio.state.labels_of(201)
+    assert [seg["label"] for seg in labels] == ["Speech", "Music"]
+    assert abs(labels[1]["startIndex"] - round(2.3 * rate)) <= 250 * rate // 1000
+
+
+def test_with_min_adjacent_sounds_meet_within_one_stride_when_scores_mean_presence(studio, hf, run_block):
+    # Like AST, the presence scorer scores both sounds high in a window that holds both.
+    rate = 16000
+    studio.state.add(EmuSample(201, "change.wav", rate, [concat(tone(SPEECH_HZ, 2.3, rate), tone(MUSIC_HZ, 3.7, rate))]))
+    hf.state.scoring = "presence"
     result = run_block("--win-size-ms", "1000", "--win-stride-ms", "250")
     assert result.code == 0
     labels = studio.state.labels_of(201)
