@@ -47,8 +47,18 @@ def test_apply_mode_keeps_existing_metadata_and_adds_the_blocks_keys(project, ru
     assert settings["win_ms"] == 2000 and settings["labels"][0] == ["Speech", "Speech", 0.2]
 
 
-def test_labels_are_bracketed_by_metadata_marking_labeling_then_done(project, run_block):
+def test_fresh_samples_get_labels_then_the_done_mark(project, run_block):
     run_block()
+    for sid in EXPECTED_16K:
+        writes = [w for w in project.state.writes if w.sample_id == sid]
+        assert [w.kind for w in writes] == ["structured-labels", "metadata"]  # no done mark yet: no pre-mark
+        assert writes[1].body["metadata"]["ast_status"] == "done"
+
+
+def test_a_done_sample_is_marked_labeling_before_its_labels_change(project, run_block):
+    run_block()
+    project.state.writes.clear()
+    assert run_block("--win-size-ms", "1000").code == 0  # other settings: every sample is relabeled
     for sid in EXPECTED_16K:
         writes = [w for w in project.state.writes if w.sample_id == sid]
         assert [w.kind for w in writes] == ["metadata", "structured-labels", "metadata"]
