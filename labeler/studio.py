@@ -146,6 +146,7 @@ class Studio:
             finally:
                 resp.release_conn()
             spool.seek(0)
+            _raise_if_busy(spool)
             return spool
 
         return self._call(download, f"downloading sample {info.sample_id}")
@@ -227,6 +228,28 @@ class Studio:
 # (all of them say Studio is busy, so the budget shrinks too).
 _TRANSIENT_STUDIO_RE = re.compile(r"try again|timed? ?out|temporar|too many requests|rate limit|unavailable|busy",
                                   re.IGNORECASE)
+
+
+class StudioBusy(Exception):
+    """Studio answered a download with a busy {"success": false} instead of audio."""
+
+
+def _raise_if_busy(spool) -> None:
+    """Raise StudioBusy for a busy refusal in place of audio, so it is retried like any call.
+
+    Other JSON answers stay in the file; decoding reports them as "not a WAV file".
+    """
+    head = spool.read(4096)
+    spool.seek(0)
+    if not head.startswith(b"{"):
+        return
+    try:
+        error = str(json.loads(head).get("error", ""))
+    except (ValueError, AttributeError):
+        return
+    if _TRANSIENT_STUDIO_RE.search(error):
+        spool.close()
+        raise StudioBusy(error)
 
 
 def load_sample(studio: Studio, sample_id: int, job_id: int | None, skip_done: Settings | None = None,

@@ -74,6 +74,24 @@ class Every:
         return self.answer
 
 
+class Burst:
+    """A Studio that is overwhelmed for a while: during its first ``length`` sample requests, one
+    that arrives while more than ``capacity`` are being answered gets 429 (an emulated rate limiter)."""
+
+    def __init__(self, state, capacity, length, answer=(429, {}, {"success": False, "error": "Too Many Requests"})):
+        self.state, self.capacity, self.length, self.answer = state, capacity, length, answer
+        self.seen = self.injected = 0
+
+    def __call__(self, method, path):
+        if "/raw-data/" not in path:
+            return None
+        self.seen += 1
+        if self.seen <= self.length and self.state.in_flight > self.capacity:
+            self.injected += 1
+            return self.answer
+        return None
+
+
 STUDIO_PROFILES = {
     "GET 429 with Retry-After": lambda: Every(5, (429, {"Retry-After": "1"}, {"success": False, "error": "slow down"}), "GET"),
     "GET 429 without Retry-After": lambda: Every(4, (429, {}, {"success": False, "error": "slow down"}), "GET"),
@@ -81,13 +99,18 @@ STUDIO_PROFILES = {
     "POST 503": lambda: Every(4, (503, {}, {"success": False, "error": "unavailable"}), "POST"),
     "dropped connections": lambda: Every(4, "drop"),
     "transient success:false": lambda: Every(4, (200, {}, {"success": False, "error": "Timeout, please try again"}), "POST"),
+    "429 to a burst of concurrent requests": lambda state: Burst(state, 2, 30),
+    "success:false too many requests in a burst": lambda state: Burst(
+        state, 2, 30, (200, {}, {"success": False, "error": "Too many requests, slow down"})),
 }
 
 
 @pytest.mark.parametrize("profile", STUDIO_PROFILES)
 def test_studio_fault_profile(studio, run_block, reference, profile):
-    fault = STUDIO_PROFILES[profile]()
+    make = STUDIO_PROFILES[profile]
+    fault = make(studio.state) if "burst" in profile else make()
     studio.state.fault = fault
+    studio.state.latency_s = 0.02  # requests overlap, as they do against the real Studio
     result = run_block("--win-size-ms", "1000")
     assert result.code == 0, result.out + result.err
     assert fault.injected > 0
