@@ -8,9 +8,11 @@
              downloaded ahead, 4 writer threads, the labeling pre-mark on every sample), which the
              child process rebuilds with three patches (see LEGACY).
   long       one and four 1-hour 48 kHz stereo WAV samples: the block's peak RSS.
+  before     the block as it was before the Studio budget (commit OLD_COMMIT, extracted with
+             git archive): 300 clips and one 1-hour 48 kHz stereo sample, as a check on LEGACY.
 
 The block runs in a child process (as in Studio); the emulators run in this one.
-Usage: python benchmarks/bench_studio.py [--sizes 300 3000] [--skip-long] [--out results.json]
+Usage: python benchmarks/bench_studio.py [--sizes 300 3000] [--skip-long] [--skip-before] [--out results.json]
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from studio_emulator import EmuSample, StudioEmulator  # noqa: E402
 KEY, TOKEN = "ei_studio_bench", "hf_studio_bench"
 STUDIO_LATENCY_S, INFERENCE_LATENCY_S = 0.100, 0.030
 LONG_SECONDS, LONG_RATE_HZ = 3600, 48_000
+OLD_COMMIT = "a9f76eb"  # the last commit with the fixed 4 + 4 design
 
 # The old design, rebuilt in the child: 4 samples loaded ahead and 4 writer threads (the pipeline
 # sizes both from the target's `parallel`), every sample bracketed by 3 writes, and the client's
@@ -58,9 +61,11 @@ def _legacy_write(studio, info, labeling, settings, job_id):
 _studio.StudioTarget.__init__, _studio.write_result = _legacy_init, _legacy_write
 """
 
-# Runs the block; prints one JSON line with the labeling time and the peak RSS.
+# Runs the block; prints one JSON line with the labeling time and the peak RSS. The peak is VmHWM
+# (this process's own address space): ru_maxrss would also count the parent's memory at the fork
+# before exec, and the parent holds the emulated Studio's audio.
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
 import transform
 {legacy}
@@ -75,16 +80,17 @@ def timed_run(*a, **k):
 transform.run = timed_run
 code = transform.main(sys.argv[1:])
 print("RESULT " + json.dumps({{"code": code, "labeling_s": timing.get("labeling_s"),
-      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}), flush=True)
+      "maxrss_mb": next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")) / 1024}}),
+      flush=True)
 """
 
 
-def run_child(studio, hf, tmp: Path, legacy: bool, *extra: str) -> dict:
+def run_child(studio, hf, tmp: Path, legacy: bool, *extra: str, root: Path = ROOT) -> dict:
     ids = tmp / "ids.json"
     ids.write_text(json.dumps(sorted(studio.state.samples)))
     env = {**os.environ, "EI_PROJECT_API_KEY": KEY, "EI_API_ENDPOINT": studio.endpoint, "HF_TOKEN": TOKEN,
            "HF_ENDPOINT": hf.hub}
-    code = CHILD.format(root=str(ROOT), legacy=LEGACY if legacy else "")
+    code = CHILD.format(root=str(root), legacy=LEGACY if legacy else "")
     proc = subprocess.run([sys.executable, "-c", code, "--data-ids-file", str(ids),
                            "--audioset-labels", "Speech\\nMusic\\nDog", "--backend", "remote",
                            "--inference-url", hf.url, *extra],
@@ -103,15 +109,17 @@ def clips(studio, n: int) -> None:
         studio.state.add(EmuSample(1 + i, f"clip-{i}.wav", 16000, [sounds[i % 3]]))
 
 
-def clip_run(n: int, legacy: bool, tmp: Path) -> dict:
+def clip_run(n: int, legacy: bool, tmp: Path, old_root: Path | None = None) -> dict:
     with StudioEmulator(KEY) as studio, InferenceEmulator(TOKEN) as hf:
         clips(studio, n)
         studio.state.latency_s, hf.state.latency_s = STUDIO_LATENCY_S, INFERENCE_LATENCY_S
         extra = ["--win-size-ms", "1000"] + (["--studio-concurrency", "8"] if legacy else [])
-        result = run_child(studio, hf, tmp, legacy, *extra)
+        result = run_child(studio, hf, tmp, legacy, *extra, root=old_root or ROOT)
         assert all(s.structured_labels for s in studio.state.samples.values())
         calls = len([r for r in studio.state.requests if "/raw-data/" in r.path])
-        return {"design": "old fixed 4 + 4" if legacy else "budget (--studio-concurrency 32)", "samples": n,
+        design = f"code of {OLD_COMMIT}" if old_root else "old fixed 4 + 4" if legacy else \
+            "budget (--studio-concurrency 32)"
+        return {"design": design, "samples": n,
                 "labeling_s": round(result["labeling_s"], 2), "samples_per_s": round(n / result["labeling_s"], 1),
                 "studio_calls_per_sample": round(calls / n, 2), "peak_studio_in_flight": studio.state.max_in_flight,
                 "studio_connections": len(studio.state.connections), "peak_rss_mb": round(result["maxrss_mb"], 1)}
@@ -140,7 +148,7 @@ def covers_every_index(labels: list[dict], values_count: int) -> list[dict]:
     return labels
 
 
-def long_run(count: int, wav: bytes, tmp: Path) -> dict:
+def long_run(count: int, wav: bytes, tmp: Path, old_root: Path | None = None) -> dict:
     studio_emulator.validate_structured_labels = covers_every_index
     with StudioEmulator(KEY) as studio, InferenceEmulator(TOKEN) as hf:
         for i in range(count):
@@ -148,9 +156,10 @@ def long_run(count: int, wav: bytes, tmp: Path) -> dict:
             studio.state.add(_HourSample(1 + i, f"hour-{i}.wav", LONG_RATE_HZ, [np.zeros(0, np.float32)],
                                          wav_override=wav))
         started = time.perf_counter()
-        result = run_child(studio, hf, tmp, False, "--win-size-ms", "10000", "--concurrency", "32")
+        result = run_child(studio, hf, tmp, False, "--win-size-ms", "10000", "--concurrency", "32",
+                           root=old_root or ROOT)
         assert all(s.structured_labels for s in studio.state.samples.values())
-    return {"samples": count, "audio": "1 h, 48 kHz, stereo, 16-bit WAV each", "wav_mb_each": round(len(wav) / 2**20),
+    return {"code": f"{OLD_COMMIT}" if old_root else "this tree", "samples": count, "audio": "1 h, 48 kHz, stereo, 16-bit WAV each", "wav_mb_each": round(len(wav) / 2**20),
             "peak_rss_mb": round(result["maxrss_mb"], 1), "wall_s": round(time.perf_counter() - started, 1)}
 
 
@@ -166,6 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[300, 3000])
     parser.add_argument("--skip-long", action="store_true")
+    parser.add_argument("--skip-before", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     results: dict = {"machine": f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
@@ -175,9 +185,17 @@ def main() -> None:
             for legacy in (False, True):
                 results["clips"].append(clip_run(n, legacy, Path(tmp)))
                 print(json.dumps(results["clips"][-1]), file=sys.stderr, flush=True)
-        if not args.skip_long:
-            wav = stereo_hour_wav()
+        wav = None if args.skip_long else stereo_hour_wav()
+        if wav is not None:
             results["long"] = [long_run(1, wav, Path(tmp)), long_run(4, wav, Path(tmp))]
+        if not args.skip_before:
+            old_root = Path(tmp) / "before"
+            old_root.mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", OLD_COMMIT], capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(old_root)], input=archive.stdout, check=True)
+            results["before"] = [clip_run(300, False, Path(tmp), old_root)]
+            if wav is not None:
+                results["before"].append(long_run(1, wav, Path(tmp), old_root))
     emit(results, args.out)
 
 
