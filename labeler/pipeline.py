@@ -260,6 +260,9 @@ class Labeler:
                         pending[pool.submit(self._load, item[1])] = item
                     if not pending:
                         break
+                    if self._stopped():  # samples not started yet are not read at all
+                        for future in pending:
+                            future.cancel()
                     done, _ = cf.wait(pending, timeout=GROUP_WAIT_S if group else None,
                                       return_when=cf.FIRST_COMPLETED)
                     if not done:  # nothing arrived for a while: classify what is here
@@ -299,6 +302,9 @@ class Labeler:
         """Take a finished download; record why the sample cannot be labeled if so."""
         try:
             sample = future.result()
+        except cf.CancelledError:
+            self._fail(position, sample_id, "", "not labeled (run stopped)", quiet=True)
+            return None
         except AlreadyLabeled as done:
             log(f"{self._prefix(position, sample_id)} ({done.info.name}): already labeled with these "
                 "settings, skipped (--force relabels)")

@@ -159,3 +159,48 @@ def test_audio_held_is_bounded_by_seconds_and_a_long_sample_still_passes(studio,
     assert all(s.structured_labels for s in studio.state.samples.values())
     # never more than the cap, except the long sample alone
     assert budgets[0].peak_s <= 12.0 and budgets[0].held_s == 0.0
+
+
+def test_studio_timeouts_are_retried_and_shrink_the_budget(studio, run_block, monkeypatch):
+    from labeler import studio as studio_module
+
+    monkeypatch.setattr(studio_module, "STUDIO_TIMEOUT_S", (5.0, 0.3))
+    one_second_clips(studio, 12)
+    slow = {"seen": 0, "injected": 0}
+
+    def every_4th_read_is_slow(method, path):
+        if method == "GET" and "/raw-data/" in path:
+            slow["seen"] += 1
+            if slow["seen"] % 4 == 0:
+                slow["injected"] += 1
+                time.sleep(0.6)  # past the read timeout; the answer comes too late
+        return None
+
+    studio.state.fault = every_4th_read_is_slow
+    result = run_block()
+    assert result.code == 0, result.out + result.err
+    assert slow["injected"] > 0 and all(s.structured_labels for s in studio.state.samples.values())
+    assert re.search(r"Studio pushed back \d+ times?", result.out)
+
+
+def test_a_fatal_studio_error_stops_reading_new_samples(studio, run_block):
+    one_second_clips(studio, 200)
+    studio.state.latency_s = 0.02
+    reads = {"n": 0}
+
+    def key_revoked_after_a_few_writes(method, path):
+        if method == "POST" and "/raw-data/" in path:
+            reads["n"] += 1
+            if reads["n"] > 3:
+                return 401, {}, {"success": False, "error": "Invalid API key"}
+        return None
+
+    studio.state.fault = key_revoked_after_a_few_writes
+    result = run_block()
+    assert result.code == 2 and "rejected EI_PROJECT_API_KEY" in result.err
+    sample_reads = [r for r in studio.state.requests if r.method == "GET" and re.search(r"/raw-data/\d+$", r.path)]
+    assert len(sample_reads) < 200  # stopped well before reading every sample
+    # one error line, no traceback through the block (the emulator's own threads may print theirs
+    # when a connection closes under them)
+    assert len([x for x in result.err.splitlines() if x.startswith("ERROR:")]) == 1
+    assert "labeler/" not in result.out + result.err and "transform.py" not in result.out + result.err
