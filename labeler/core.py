@@ -1,6 +1,6 @@
 """What every module of the block shares: the errors that cross modules, the settings that decide
-a sample's labels (with their fingerprint), the sample records, logging, retry waits, and safe
-file writes.
+a sample's labels (with their fingerprint), the sample records, logging, retry waits, the adaptive
+limit on requests in flight (Studio and inference), and safe file writes.
 
 May import: the standard library and numpy only. Everything else in ``labeler`` may import this.
 """
