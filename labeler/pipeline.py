@@ -263,15 +263,14 @@ class Labeler:
                     if self._stopped():  # samples not started yet are not read at all
                         for future in pending:
                             future.cancel()
-                    done, _ = cf.wait(pending, timeout=GROUP_WAIT_S if group else None,
-                                      return_when=cf.FIRST_COMPLETED)
-                    if not done:  # nothing arrived for a while: classify what is here
+                    # While this generator waits at a yield, it holds no sample it has handed out.
+                    arrived = self._arrivals(pending, GROUP_WAIT_S if group else None)
+                    if arrived is None:  # nothing arrived for a while: classify what is here
                         yield group
                         group = []
-                    for future in done:
-                        planned = self._plan(*pending.pop(future), future)
-                        if planned is not None:
-                            group.append(planned)
+                        continue
+                    while arrived:
+                        group.append(arrived.pop(0))
                         if sum(len(p.windows) for p in group) >= self.classifier.preferred_batch or \
                                 len(group) >= MAX_GROUP_SAMPLES:
                             yield group
@@ -282,6 +281,19 @@ class Labeler:
             yield group
         for position, sample_id in todo:  # never handed out: the run stopped
             self._fail(position, sample_id, "", "not labeled (run stopped)", quiet=True)
+
+    def _arrivals(self, pending: dict[cf.Future, tuple[int, int]],
+                  timeout_s: float | None) -> list[PlannedSample] | None:
+        """Samples whose loads finished (failures recorded), or None if none finished within the timeout."""
+        done, _ = cf.wait(pending, timeout=timeout_s, return_when=cf.FIRST_COMPLETED)
+        if not done:
+            return None
+        arrived = []
+        for future in done:
+            planned = self._plan(*pending.pop(future), future)
+            if planned is not None:
+                arrived.append(planned)
+        return arrived
 
     def _load(self, sample_id: int) -> LoadedSample:
         """Load one sample within the audio budget; give the budget back if the sample never arrives."""
@@ -350,12 +362,13 @@ class Labeler:
                 return
             self._fail_group(group, str(exc))
             return
-        for p, sample_scores in zip(group, scores):
-            self._label(p, sample_scores)
+        labeled = list(zip(group, scores))
+        group.clear()  # from here on, a sample's audio goes as soon as it is labeled
+        while labeled:
+            self._label(*labeled.pop(0))
 
     def _label(self, planned: PlannedSample, scores: np.ndarray) -> None:
         info = planned.sample.info
-        self.audio.release(audio_seconds(info))  # the scores are in: its audio is no longer needed
         step = step_ix(info.values_count, info.frequency_hz, self.settings)
         labeling = label_sample(planned.windows, scores, info.values_count, step, self.settings, self.class_index)
         segments = labeling.segments
@@ -369,7 +382,10 @@ class Labeler:
         prefix = self._prefix(planned.position, info.sample_id)
         summary = (f"{prefix} ({info.name}): {count} -> "
                    f"{len(segments)} segment{'s' * (len(segments) != 1)} [{used}] {self.target.verb}")
-        self.writer.submit(info, labeling, prefix, summary, planned.started, len(planned.windows))
+        started, windows = planned.started, len(planned.windows)
+        del planned  # the last reference to its audio: free it before the next sample may load
+        self.audio.release(audio_seconds(info))
+        self.writer.submit(info, labeling, prefix, summary, started, windows)
 
     def _fail_group(self, group: Sequence[PlannedSample], detail: str, quiet: bool = False) -> None:
         for p in group:
