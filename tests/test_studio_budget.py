@@ -136,6 +136,8 @@ def test_a_burst_of_429s_shrinks_the_budget_then_it_grows_back(studio, run_block
     assert 1 <= pushed_back < burst.injected  # refusals of requests in flight together count once
     assert lowest <= 8 and now > lowest  # shrank, then grew back once Studio accepted again
     assert studio.state.max_in_flight <= 32
+    print(f"FAULT-PROFILE studio | 429 to requests beyond 4 in flight, first 60 calls | {N_CLIPS} samples | "
+          f"{burst.injected} faults | 0 lost | {summary.group(0)} | log: {changes}")
 
 
 # --- memory: bounded by seconds of audio ---------------------------------------------------------------
@@ -181,6 +183,8 @@ def test_studio_timeouts_are_retried_and_shrink_the_budget(studio, run_block, mo
     assert result.code == 0, result.out + result.err
     assert slow["injected"] > 0 and all(s.structured_labels for s in studio.state.samples.values())
     assert re.search(r"Studio pushed back \d+ times?", result.out)
+    print(f"FAULT-PROFILE studio | every 4th GET answers after the read timeout | 12 samples | "
+          f"{slow['injected']} faults | 0 lost")
 
 
 def test_a_fatal_studio_error_stops_reading_new_samples(studio, run_block):
