@@ -208,8 +208,8 @@ class Studio:
         if isinstance(exc, exceptions.ApiException):
             problem = f"Studio failed while {what} (HTTP {exc.status} {exc.reason})"
             if exc.status == 429 or exc.status >= 500:
-                wait = retry_after_s(exc.headers, -1.0) if exc.headers is not None else -1.0
-                return _Retry(problem, True, wait if wait >= 0 else None)
+                wait = retry_after_s(exc.headers, 0.0) if exc.headers is not None else 0.0
+                return _Retry(problem, True, wait or None)  # "Retry-After: 0" means: use the backoff
             raise SampleError(problem) from None
         if isinstance(exc, urllib3.exceptions.HTTPError):
             reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
