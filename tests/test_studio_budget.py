@@ -208,3 +208,20 @@ def test_a_fatal_studio_error_stops_reading_new_samples(studio, run_block):
     # when a connection closes under them)
     assert len([x for x in result.err.splitlines() if x.startswith("ERROR:")]) == 1
     assert "labeler/" not in result.out + result.err and "transform.py" not in result.out + result.err
+
+
+def test_studio_retry_after_is_honoured(studio, run_block):
+    one_second_clips(studio, 1)
+    seen = []
+
+    def first_read_is_rate_limited(method, path):
+        if "/raw-data/" not in path:
+            return None
+        seen.append(time.monotonic())
+        return (429, {"Retry-After": "0.5"}, {"success": False, "error": "slow down"}) if len(seen) == 1 else None
+
+    studio.state.fault = first_read_is_rate_limited
+    result = run_block()
+    assert result.code == 0, result.out + result.err
+    assert seen[1] - seen[0] >= 0.45  # the test backoff is 0.02 s: only Retry-After explains the wait
+    assert "Studio pushed back 1 time (requests in flight 32 -> as low as 16" in result.out
