@@ -42,8 +42,9 @@ INFERENCE_LATENCY_S, STUDIO_LATENCY_S = 0.100, 0.010
 REPEATS = 5
 
 # Runs the block, timing its stages; prints one JSON line. Stage times add up across threads.
+# Peak RSS is VmHWM: ru_maxrss would also count the parent's memory at the fork before exec.
 CHILD = r"""
-import json, resource, sys, time, collections
+import json, sys, time, collections
 sys.path.insert(0, {root!r})
 import transform
 from labeler import pipeline, studio
@@ -69,7 +70,8 @@ timed(pipeline, "label_sample", "labels_from_scores")
 timed(transform, "run", "labeling")
 code = transform.main(sys.argv[1:])
 print("RESULT " + json.dumps({{"code": code, "stages_s": stages,
-      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}), flush=True)
+      "maxrss_mb": next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")) / 1024}}),
+      flush=True)
 """
 
 
