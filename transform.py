@@ -45,7 +45,8 @@ from labeler.core import (COMBINE_RULES, DEFAULT_COMBINE, DEFAULT_LABEL_MODE, LA
 from labeler.folder import FolderTarget
 from labeler.pipeline import Observer, RunStopped, Target, run
 from labeler.review import Plotter, Report
-from labeler.studio import Studio, StudioTarget, env_settings, read_ids
+from labeler.studio import (DEFAULT_STUDIO_CONCURRENCY, MAX_STUDIO_CONCURRENCY, Studio, StudioTarget, env_settings,
+                            read_ids)
 
 DEFAULT_MODEL = "MIT/ast-finetuned-audioset-10-10-0.4593"
 DEFAULT_WIN_SIZE_MS = 2000
@@ -131,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local backend: windows per forward pass (0: 64 on GPU, 8 on CPU)")
     p.add_argument("--threads", type=_int_range("--threads", 0, 1024), default=0,
                    help="local backend: torch CPU threads (0: the CPUs available to the container)")
+    p.add_argument("--studio-concurrency", type=_int_range("--studio-concurrency", 1, MAX_STUDIO_CONCURRENCY),
+                   default=DEFAULT_STUDIO_CONCURRENCY,
+                   help="most Studio requests in flight (reads, downloads and writes together); "
+                        "halved while Studio pushes back")
     p.add_argument("--max-wait-s", type=_float_range("--max-wait-s", 1.0, 3600.0), default=DEFAULT_MAX_WAIT_S,
                    help="longest an inference request may wait on loading, rate limits and retries")
     return p
@@ -187,11 +192,12 @@ def build_observers(args: argparse.Namespace, settings: Settings, classifier: Cl
     return observers
 
 
-def print_summary(outcomes: Sequence[SampleOutcome], elapsed_s: float) -> int:
+def print_summary(outcomes: Sequence[SampleOutcome], elapsed_s: float, note: str = "") -> int:
     failed = [o for o in outcomes if not o.ok]
     skipped = sum(o.skipped for o in outcomes)
     skip_note = f" ({skipped} already labeled with these settings, skipped)" if skipped else ""
-    log(f"Done: {len(outcomes) - len(failed)} of {len(outcomes)} samples labeled{skip_note} in {elapsed_s:.1f} s")
+    log(f"Done: {len(outcomes) - len(failed)} of {len(outcomes)} samples labeled{skip_note} in {elapsed_s:.1f} s"
+        f"{f'; {note}' if note else ''}")
     for o in failed:
         log(f"  not labeled: sample {o.sample_id}{f' ({o.name})' if o.name else ''}: {o.detail}")
     return EXIT_SOME_FAILED if failed else EXIT_OK
@@ -200,7 +206,7 @@ def print_summary(outcomes: Sequence[SampleOutcome], elapsed_s: float) -> int:
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
     environ = dict(os.environ if environ is None else environ)
     started = time.monotonic()
-    classifier = None
+    classifier = studio = None
     try:
         args = parse_args(list(sys.argv[1:] if argv is None else argv))
         if args.input_dir:
@@ -210,18 +216,20 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             where = f"files in {args.input_dir}"
         else:
             ids = read_ids(args.data_ids_file)
-            studio = Studio(*env_settings(environ))
+            studio_env = env_settings(environ)
+            # The backend proves it works (one window) before Studio is touched.
             classifier, settings = build_classifier_and_settings(args, environ)
+            studio = Studio(*studio_env, concurrency=args.studio_concurrency)
             target = StudioTarget(studio, args.propose_actions, settings, args.force)
             mode = f"preview (job {args.propose_actions})" if args.propose_actions else "apply"
             where = f"samples of project {studio.project_id} in {mode} mode"
         log(f"Labeling {len(ids)} {where} with {args.model} ({args.backend}); labels: "
             f"{', '.join(s.output_label for s in settings.specs)}")
         outcomes = run(ids, target, classifier, settings, build_observers(args, settings, classifier))
-        return print_summary(outcomes, time.monotonic() - started)
+        return print_summary(outcomes, time.monotonic() - started, studio.limit.summary() if studio else "")
     except RunStopped as stop:
         log(f"ERROR: {stop.cause}", sys.stderr)
-        print_summary(stop.outcomes, time.monotonic() - started)
+        print_summary(stop.outcomes, time.monotonic() - started, studio.limit.summary() if studio else "")
         return EXIT_CONFIG if isinstance(stop.cause, ConfigError) else EXIT_SOME_FAILED
     except ConfigError as exc:
         log(f"ERROR: {exc}", sys.stderr)
@@ -232,6 +240,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     finally:
         if classifier is not None:
             classifier.close()
+        if studio is not None:
+            studio.close()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""Frame accuracy of the labels at event boundaries: both combine rules, two scoring behaviours,
+"""Frame accuracy of the labels at event boundaries: both combine rules, three scoring behaviours,
 overlapping windows, side by side in one run.
 
 Recordings: 30 s at 16 kHz with three 6 s events (speech, music and dog tones) at offsets off
-any stride grid: two back to back (a label-to-label boundary), one alone in silence. The block runs in-process (remote backend) against the emulators; the
-inference emulator scores the whole window's spectrum (``window``, the emulator's default), or
+any stride grid: two back to back (a label-to-label boundary), one alone in silence. The block
+runs in-process (remote backend) against the emulators; the inference emulator scores the whole window's spectrum (``window``, the emulator's default), or
 like a model trained on weak clip-level labels (``presence``: a window scores a sound as high as
 its best 100 ms frame, so a window that only touches an event scores like one full of it), or in
 proportion to how much of the window the sound fills (``fill``: the mean of its 100 ms frames).

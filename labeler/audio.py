@@ -7,7 +7,8 @@ May import: ``core`` (and ``timeline`` for type hints only).
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+import math
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ MODEL_RATE_HZ = 16_000
 MODEL_MAX_INPUT_MS = 10_240
 # One 25 ms analysis frame: the shortest input a model server accepts.
 MODEL_FRAME_SAMPLES = 400
+# A long file is decoded, mixed down and resampled this many seconds at a time, so only its 16 kHz
+# mono result is ever held whole (a 1-hour 48 kHz stereo WAV decoded at once took ~2.5 GB).
+DECODE_BLOCK_S = 30
 
 
 def window_audio(audio_16k: np.ndarray, window: Window, frequency_hz: float) -> np.ndarray:
@@ -42,6 +46,48 @@ def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
     if audio.shape[0] == 0:
         raise SampleError("the WAV file holds no audio frames")
     return to_mono(audio), int(rate)
+
+
+def decode_wav_file_16k(fh: IO[bytes]) -> tuple[np.ndarray, int, int]:
+    """Decode a seekable WAV file block by block to float32 mono at the model rate.
+
+    Returns (audio at MODEL_RATE_HZ, the file's rate, the file's frame count). Memory: the result
+    plus one block, whatever the file's length, rate and channel count.
+    """
+    import soundfile
+    import soxr
+
+    head = fh.read(80)
+    if not head.startswith(b"RIFF"):
+        raise SampleError(f"Studio did not return a WAV file ({_describe_bytes(head)})")
+    fh.seek(0)
+    try:
+        with soundfile.SoundFile(fh) as sf:
+            rate, frames = int(sf.samplerate), int(sf.frames)
+            if frames == 0:
+                raise SampleError("the WAV file holds no audio frames")
+            out = np.empty(math.ceil(frames * MODEL_RATE_HZ / rate), dtype=np.float32)
+            stream = None if rate == MODEL_RATE_HZ else soxr.ResampleStream(rate, MODEL_RATE_HZ, 1, "float32", "HQ")
+            filled = 0
+            for block in sf.blocks(blocksize=DECODE_BLOCK_S * rate, dtype="float32", always_2d=True):
+                mono = to_mono(block)
+                if stream is not None:
+                    mono = stream.resample_chunk(mono, last=False)
+                filled = _append(out, filled, mono)
+            if stream is not None:
+                filled = _append(out, filled, stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    except SampleError:
+        raise
+    except Exception as exc:  # soundfile raises its own and RuntimeError variants
+        raise SampleError(f"the WAV file is corrupt ({exc})") from None
+    out[filled:] = 0.0  # the resampler may end a few samples short of the exact length
+    return out, rate, frames
+
+
+def _append(out: np.ndarray, filled: int, chunk: np.ndarray) -> int:
+    take = min(len(chunk), len(out) - filled)
+    out[filled : filled + take] = chunk[:take]
+    return filled + take
 
 
 def to_mono(frames: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """What every module of the block shares: the errors that cross modules, the settings that decide
-a sample's labels (with their fingerprint), the sample records, logging, retry waits, and safe
-file writes.
+a sample's labels (with their fingerprint), the sample records, logging, retry waits, the adaptive
+limit on requests in flight (Studio and inference), and safe file writes.
 
 May import: the standard library and numpy only. Everything else in ``labeler`` may import this.
 """
@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,8 @@ DEFAULT_LABEL_MODE, DEFAULT_COMBINE = "multi", "min"
 # Waits between retries of one request (inference and Studio): exponential, capped.
 HTTP_BACKOFF_BASE_S = 0.5
 HTTP_BACKOFF_MAX_S = 30.0
+# An adaptive limit says so in the log when it changes, at most this often.
+LIMIT_LOG_EVERY_S = 10.0
 
 
 # --- errors: named inside, turned into messages and exit codes only in transform.main() -----------
@@ -169,6 +172,98 @@ def retry_after_s(headers, default: float) -> float:
         return max(0.0, float(value)) if value is not None else default
     except ValueError:
         return default
+
+
+# --- adaptive concurrency: one budget of requests in flight, shared by every caller of one service ------
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A slot in an AdaptiveLimit: the budget's generation when the request started."""
+
+    generation: int
+
+
+class AdaptiveLimit:
+    """Caps requests in flight; halves the cap when the service pushes back and grows it back.
+
+    Additive increase, multiplicative decrease: the cap grows by one after a cap's worth of
+    successes and halves on a 429, a 5xx, a timeout or a "too many requests" answer. A burst of
+    refusals to requests that were all in flight together halves it once, not once per refusal
+    (``throttled(ticket)`` ignores requests started before the last decrease). A Retry-After
+    holds every new request until it has passed. Urgent slots (writes of samples already in
+    flight) go before ordinary ones (reads of new samples).
+    """
+
+    def __init__(self, maximum: int, name: str = ""):
+        self.maximum = self.limit = self.lowest = maximum
+        self.name = name  # for the log; empty: changes are not logged
+        self.decreases = self.peak_in_flight = 0
+        self._in_flight = self._successes = self._urgent_waiting = self._generation = 0
+        self._resume_at = 0.0  # monotonic time before which no request starts (Retry-After)
+        self._logged_at, self._logged_limit = -LIMIT_LOG_EVERY_S, maximum
+        self._cond = threading.Condition()
+
+    def acquire(self, urgent: bool = False) -> Ticket:
+        with self._cond:
+            self._urgent_waiting += urgent
+            try:
+                while True:
+                    wait_s = self._resume_at - time.monotonic()
+                    if wait_s <= 0 and self._in_flight < self.limit and (urgent or not self._urgent_waiting):
+                        break
+                    self._cond.wait(wait_s if wait_s > 0 else None)
+            finally:
+                self._urgent_waiting -= urgent
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+            return Ticket(self._generation)
+
+    def release(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def __enter__(self) -> Ticket:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def throttled(self, ticket: Ticket | None = None, retry_after_s: float | None = None) -> None:
+        """The service pushed back; ``ticket`` (when given) says whether this request saw the current cap."""
+        with self._cond:
+            if retry_after_s:
+                self._resume_at = max(self._resume_at, time.monotonic() + retry_after_s)
+            if ticket is not None and ticket.generation != self._generation:
+                return  # started before the last decrease: that decrease already answered it
+            self.limit, self._successes = max(1, self.limit // 2), 0
+            self._generation += 1
+            self.decreases += 1
+            self.lowest = min(self.lowest, self.limit)
+            self._maybe_log()
+
+    def succeeded(self) -> None:
+        with self._cond:
+            self._successes += 1
+            if self.limit < self.maximum and self._successes >= self.limit:
+                self.limit, self._successes = self.limit + 1, 0
+                self._cond.notify_all()
+                self._maybe_log()
+
+    def summary(self) -> str:
+        """What the limit did during the run, for the summary line; empty when it never moved."""
+        if not self.decreases:
+            return ""
+        return (f"{self.name} pushed back {self.decreases} time{'s' * (self.decreases != 1)} (requests in flight "
+                f"{self.maximum} -> as low as {self.lowest}, now {self.limit})")
+
+    def _maybe_log(self) -> None:
+        now = time.monotonic()
+        if self.name and self.limit != self._logged_limit and now - self._logged_at >= LIMIT_LOG_EVERY_S:
+            log(f"{self.name}: requests in flight {self._logged_limit} -> {self.limit} "
+                f"(max {self.maximum}; halved on rate limits, errors and timeouts, grows back on successes)")
+            self._logged_at, self._logged_limit = now, self.limit
 
 
 def write_file_atomically(path: str, text: str) -> None:

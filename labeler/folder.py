@@ -26,6 +26,7 @@ class FolderTarget:
     """
 
     verb = "labeled"
+    parallel = 4  # files decoded ahead, and labels stored, at once
 
     def __init__(self, root: str, settings: Settings, category: str = "split"):
         self.root, self.settings, self.category = root, settings, category
@@ -40,7 +41,7 @@ class FolderTarget:
     def keys(self) -> list[int]:
         return list(range(1, len(self.files) + 1))
 
-    def load(self, key: int) -> LoadedSample:
+    def load(self, key: int, admit=lambda info: None) -> LoadedSample:
         import soundfile
 
         path = self.files[key - 1]
@@ -52,6 +53,7 @@ class FolderTarget:
             raise SampleError(f"{path}: the file holds no audio frames")
         mono = to_mono(audio)
         info = SampleInfo(key, path, float(rate), len(mono), 0, {})
+        admit(info)  # files are read whole; this keeps the pipeline's audio accounting uniform
         return LoadedSample(info, resample_to_model_rate(mono, int(rate)))
 
     def write(self, info: SampleInfo, labeling: Labeling) -> None:  # no note for the log line

@@ -3,6 +3,12 @@ full batches -> labels handed to writer threads, with progress lines and one out
 A fatal error (bad credentials, a backend that never comes up) stops the run; any other failure
 costs only its own sample.
 
+As many samples are loaded and written at once as the target allows (``Target.parallel``; for
+Studio its request budget, which bounds the requests themselves), so thousands of short clips
+keep Studio busy. Memory is bounded by audio, not by sample count: the seconds of audio held
+between download and labeling are capped (``PREFETCH_AUDIO_S``), and samples are taken in the
+order their downloads finish, so a long sample never blocks the short ones behind it.
+
 May import: ``core``, ``audio``, ``timeline``, ``classifiers`` (the protocol). Targets (Studio, a
 folder) and observers (report, plots) arrive as objects; this module never builds them.
 """
@@ -27,10 +33,14 @@ from .core import (AlreadyLabeled, BlockError, ConfigError, FatalInferenceError,
                    SampleError, SampleInfo, SampleOutcome, Settings, log)
 from .timeline import Labeling, Window, class_index, label_sample, plan_windows, step_ix
 
-PREFETCH_SAMPLES = 4  # samples downloaded ahead of inference; bounds memory
-WRITE_QUEUE_SAMPLES = 16  # labeled samples waiting for their Studio write
-WRITE_WORKERS = 4  # samples written to Studio at once
+# Seconds of audio held between download and labeling (16 kHz float32: 64 KB per second, so
+# 38 MB); one sample longer than this is still loaded, alone.
+PREFETCH_AUDIO_S = 600.0
+LOOKAHEAD_PER_LOADER = 2  # ids handed to the loaders ahead of the one being classified
 MAX_GROUP_SAMPLES = 64  # samples whose windows share one inference call (short samples fill batches)
+# A partial group goes to inference after this long without another sample arriving: its audio
+# may be what other downloads wait for, and the backend would idle anyway.
+GROUP_WAIT_S = 0.25
 PROGRESS_EVERY_S = 10.0
 
 
@@ -38,8 +48,11 @@ class Target(Protocol):
     """Where samples come from and where their labels go: a Studio project or a folder of files."""
 
     verb: str  # how the log says labels were stored
+    parallel: int  # samples loaded, and samples written, at once
 
-    def load(self, key: int) -> LoadedSample: ...
+    def load(self, key: int, admit: Callable[[SampleInfo], None]) -> LoadedSample:
+        """``admit(info)`` is called once the length is known, before the audio is fetched; it may wait."""
+        ...
 
     def write(self, info: SampleInfo, labeling: Labeling) -> str | None:
         """Store the labels; may return a note for the sample's log line."""
@@ -84,17 +97,37 @@ def classify_group(group: Sequence[PlannedSample], classifier: Classifier) -> li
     return [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def prefetch(ids: Sequence[int], fetch: Callable[[int], LoadedSample], depth: int) -> Iterator[tuple[int, cf.Future]]:
-    """Yield (id, future) in order while keeping at most ``depth`` downloads in flight."""
-    with cf.ThreadPoolExecutor(max_workers=depth, thread_name_prefix="fetch") as pool:
-        pending: list[tuple[int, cf.Future]] = []
-        for sample_id in ids:
-            pending.append((sample_id, pool.submit(fetch, sample_id)))
-            if len(pending) >= depth:
-                yield pending.pop(0)
-        while pending:
-            yield pending.pop(0)
+def audio_seconds(info: SampleInfo) -> float:
+    return info.values_count / info.frequency_hz
 
+
+class AudioBudget:
+    """Caps the seconds of audio held between download and labeling; a longer sample waits until none is held."""
+
+    def __init__(self, max_s: float):
+        self.max_s, self.held_s, self.peak_s = max_s, 0.0, 0.0
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def reserve(self, seconds: float) -> None:
+        with self._cond:
+            while not self._closed and self.held_s > 0 and self.held_s + seconds > self.max_s:
+                self._cond.wait()
+            if self._closed:
+                raise SampleError("not labeled (run stopped)")
+            self.held_s += seconds
+            self.peak_s = max(self.peak_s, self.held_s)
+
+    def release(self, seconds: float) -> None:
+        with self._cond:
+            self.held_s = max(0.0, self.held_s - seconds)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """The run is stopping: nothing waits for memory any more."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
 
 class Progress:
@@ -133,12 +166,12 @@ class Writer:
 
     def __init__(self, target: Target, progress: Progress):
         self._target, self._progress = target, progress
-        self._queue: queue.Queue = queue.Queue(maxsize=WRITE_QUEUE_SAMPLES)
+        self._queue: queue.Queue = queue.Queue(maxsize=2 * target.parallel)
         self.outcomes: list[SampleOutcome] = []
         self.fatal: BlockError | None = None
         # One thread writes all of a sample's calls in order; several samples are written at once.
         self._threads = [threading.Thread(target=self._run, name=f"writer-{i}", daemon=True)
-                         for i in range(WRITE_WORKERS)]
+                         for i in range(target.parallel)]
         for thread in self._threads:
             thread.start()
 
@@ -185,6 +218,7 @@ class Labeler:
         self.outcomes: list[SampleOutcome] = []
         self.fatal: BlockError | None = None
         self.progress = Progress(len(ids))
+        self.audio = AudioBudget(PREFETCH_AUDIO_S)
         self.writer = Writer(target, self.progress)
 
     def run(self) -> list[SampleOutcome]:
@@ -202,6 +236,7 @@ class Labeler:
                 for future in in_flight:
                     future.result()
         finally:
+            self.audio.close()
             self.outcomes.extend(self.writer.close())
             self.target.finish()
             for observer in self.observers:
@@ -215,41 +250,102 @@ class Labeler:
         return self.fatal is not None or self.writer.fatal is not None
 
     def _groups(self) -> Iterator[list[PlannedSample]]:
-        """Loaded samples in id order, gathered until their windows fill the backend's preferred batch."""
+        """Loaded samples, in the order they arrive, gathered until their windows fill the backend's batch."""
         group: list[PlannedSample] = []
-        for position, (sample_id, future) in enumerate(prefetch(self.ids, self.target.load, PREFETCH_SAMPLES),
-                                                       start=1):
-            if self._stopped():
-                future.cancel()
-                self._fail(position, sample_id, "", "not labeled (run stopped)", quiet=True)
-                continue
-            planned = self._plan(position, sample_id, future)
-            if planned is not None:
-                group.append(planned)
-            if sum(len(p.windows) for p in group) >= self.classifier.preferred_batch or \
-                    len(group) >= MAX_GROUP_SAMPLES:
-                yield group
-                group = []
+        todo = iter(enumerate(self.ids, start=1))
+        pending: dict[cf.Future, tuple[int, int]] = {}
+        lookahead = LOOKAHEAD_PER_LOADER * self.target.parallel
+        with cf.ThreadPoolExecutor(max_workers=self.target.parallel, thread_name_prefix="load") as pool:
+            try:
+                while True:
+                    while len(pending) < lookahead and not self._stopped() and \
+                            (item := next(todo, None)) is not None:
+                        pending[pool.submit(self._load, item[1])] = item
+                    if not pending:
+                        break
+                    if self._stopped():  # samples not started yet are not read at all
+                        for future in pending:
+                            future.cancel()
+                    # While this generator waits at a yield, it holds no sample it has handed out.
+                    arrived = self._arrivals(pending, GROUP_WAIT_S if group else None)
+                    if arrived is None:  # nothing arrived for a while: classify what is here
+                        yield group
+                        group = []
+                        continue
+                    while arrived:
+                        group.append(arrived.pop(0))
+                        if sum(len(p.windows) for p in group) >= self.classifier.preferred_batch or \
+                                len(group) >= MAX_GROUP_SAMPLES:
+                            yield group
+                            group = []
+            finally:
+                self.audio.close()  # a stopped run: loaders waiting for memory give up
         if group:
             yield group
+        for position, sample_id in todo:  # never handed out: the run stopped
+            self._fail(position, sample_id, "", "not labeled (run stopped)", quiet=True)
+
+    def _arrivals(self, pending: dict[cf.Future, tuple[int, int]],
+                  timeout_s: float | None) -> list[PlannedSample] | None:
+        """Samples whose loads finished (failures recorded), or None if none finished within the timeout."""
+        done, _ = cf.wait(pending, timeout=timeout_s, return_when=cf.FIRST_COMPLETED)
+        if not done:
+            return None
+        arrived = []
+        for future in done:
+            planned = self._plan(*pending.pop(future), future)
+            if planned is not None:
+                arrived.append(planned)
+        return arrived
+
+    def _load(self, sample_id: int) -> LoadedSample:
+        """Load one sample within the audio budget; give the budget back if the sample never arrives."""
+        admitted: list[float] = []
+
+        def admit(info: SampleInfo) -> None:
+            self.audio.reserve(audio_seconds(info))
+            admitted.append(audio_seconds(info))
+
+        try:
+            return self.target.load(sample_id, admit)
+        except BaseException:
+            for seconds in admitted:
+                self.audio.release(seconds)
+            raise
 
     def _plan(self, position: int, sample_id: int, future: cf.Future) -> PlannedSample | None:
-        """Wait for a sample's download; record why it cannot be labeled if so."""
+        """Take a finished download; record why the sample cannot be labeled if so."""
         try:
-            return plan_sample(position, future.result(), self.settings, time.monotonic())
+            sample = future.result()
+        except cf.CancelledError:
+            self._fail(position, sample_id, "", "not labeled (run stopped)", quiet=True)
+            return None
         except AlreadyLabeled as done:
             log(f"{self._prefix(position, sample_id)} ({done.info.name}): already labeled with these "
                 "settings, skipped (--force relabels)")
             self.outcomes.append(SampleOutcome(sample_id, done.info.name, True, "skipped", skipped=True))
             self.progress.add(1, 0)
+            return None
         except SampleError as exc:
-            self._fail(position, sample_id, "", str(exc))
+            self._fail(position, sample_id, "", str(exc), quiet=self._stopped())
+            return None
         except ConfigError as exc:
             self.fatal = self.fatal or exc
             self._fail(position, sample_id, "", str(exc), quiet=True)
+            return None
         except Exception as exc:  # noqa: BLE001 - one odd sample must not end the run
             self._fail(position, sample_id, "", f"unexpected {type(exc).__name__}: {exc}")
-        return None
+            return None
+        if self._stopped():
+            self.audio.release(audio_seconds(sample.info))
+            self._fail(position, sample_id, sample.info.name, "not labeled (run stopped)", quiet=True)
+            return None
+        try:
+            return plan_sample(position, sample, self.settings, time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - one odd sample must not end the run
+            self.audio.release(audio_seconds(sample.info))
+            self._fail(position, sample_id, sample.info.name, f"unexpected {type(exc).__name__}: {exc}")
+            return None
 
     def _flush(self, group: list[PlannedSample]) -> None:
         """Classify a group and hand its labels to the writer; a fatal error stops the run."""
@@ -269,8 +365,10 @@ class Labeler:
                 return
             self._fail_group(group, str(exc))
             return
-        for p, sample_scores in zip(group, scores):
-            self._label(p, sample_scores)
+        labeled = list(zip(group, scores))
+        group.clear()  # from here on, a sample's audio goes as soon as it is labeled
+        while labeled:
+            self._label(*labeled.pop(0))
 
     def _label(self, planned: PlannedSample, scores: np.ndarray) -> None:
         info = planned.sample.info
@@ -288,10 +386,14 @@ class Labeler:
         result = f"label [{labeling.single_label}]" if labeling.single_label is not None else \
             f"{len(segments)} segment{'s' * (len(segments) != 1)} [{used}]"
         summary = f"{prefix} ({info.name}): {count} -> {result} {self.target.verb}"
-        self.writer.submit(info, labeling, prefix, summary, planned.started, len(planned.windows))
+        started, windows = planned.started, len(planned.windows)
+        del planned  # the last reference to its audio: free it before the next sample may load
+        self.audio.release(audio_seconds(info))
+        self.writer.submit(info, labeling, prefix, summary, started, windows)
 
     def _fail_group(self, group: Sequence[PlannedSample], detail: str, quiet: bool = False) -> None:
         for p in group:
+            self.audio.release(audio_seconds(p.sample.info))
             self._fail(p.position, p.sample.info.sample_id, p.sample.info.name, detail, quiet)
 
     def _prefix(self, position: int, sample_id: int) -> str:

@@ -2,6 +2,12 @@
 timeouts, retries and named errors), how a sample is loaded, and how its labels are written
 inside the labeling -> done metadata bracket (or proposed, in preview).
 
+Every Studio request of a run (reads, downloads, writes) shares one adaptive budget of requests
+in flight (``--studio-concurrency``): Studio publishes no rate limits, so the budget is what keeps
+the block polite. It halves on a 429, a 5xx, a timeout or a "too many requests" refusal and grows
+back on successes; writes of samples in flight go before reads of new ones. Retries live in
+``Studio._call`` alone (urllib3 only follows redirects, stripping the key on another host).
+
 May import: ``core``, ``audio``, ``timeline``, ``records``. The client is imported when a Studio
 connection is built.
 """
@@ -10,19 +16,28 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
-from .audio import decode_wav, resample_to_model_rate
-from .core import (HTTP_BACKOFF_MAX_S, AlreadyLabeled, AuthError, ConfigError, LoadedSample, SampleError, SampleInfo, Settings,
-                   backoff_s, log)
-from .records import (DISABLE, ENABLE, STATUS_DONE, STATUS_LABELING, already_labeled, block_metadata,
+from .audio import decode_wav_file_16k
+from .core import (AdaptiveLimit, AlreadyLabeled, AuthError, ConfigError, LoadedSample, SampleError, SampleInfo,
+                   Settings, backoff_s, log, retry_after_s)
+from .records import (DISABLE, ENABLE, STATUS_DONE, STATUS_KEY, STATUS_LABELING, already_labeled, block_metadata,
                       disabled_mark_after, enabled_change, segment_json)
 from .timeline import Labeling, Segment
 
 DEFAULT_EI_API_ENDPOINT = "https://studio.edgeimpulse.com/v1"
 STUDIO_TIMEOUT_S = (10.0, 120.0)  # (connect, read)
-STUDIO_RETRIES = 6
+STUDIO_ATTEMPTS = 7  # per request: the first try and six retries
+DEFAULT_STUDIO_CONCURRENCY = 32  # hides a 100 ms round trip for one-second clips (benchmarks/bench_studio.py)
+MAX_STUDIO_CONCURRENCY = 64
+STUDIO_MAX_REDIRECTS = 5
+DOWNLOAD_CHUNK_BYTES = 1 << 20
+# A download larger than this goes to a temporary file while it arrives; only the decoded 16 kHz
+# mono audio is held in memory.
+DOWNLOAD_IN_MEMORY_BYTES = 8 << 20
 CHANGE_NOTES = {DISABLE: "disabled: no label of interest found", ENABLE: "enabled again: a label of interest found"}
 
 
@@ -57,25 +72,38 @@ def env_settings(environ: Mapping[str, str]) -> tuple[str, str, int | None]:
     return endpoint.rstrip("/"), key, int(project) if project else None
 
 
-class Studio:
-    """The few Studio calls this block makes, with retries, timeouts and named errors."""
+@dataclass(frozen=True)
+class _Retry:
+    """A failed Studio request worth retrying: why, and whether Studio is asking the block to slow down."""
 
-    def __init__(self, endpoint: str, api_key: str, project_id: int | None):
+    problem: str
+    overloaded: bool
+    retry_after_s: float | None = None
+
+
+class Studio:
+    """The few Studio calls this block makes, with one request budget, retries, timeouts and named errors."""
+
+    def __init__(self, endpoint: str, api_key: str, project_id: int | None,
+                 concurrency: int = DEFAULT_STUDIO_CONCURRENCY):
         import urllib3
         import edgeimpulse_api as ei
 
         config = ei.Configuration(host=endpoint, api_key={"ApiKeyAuthentication": api_key})
-        # Every write here is a "set" (idempotent), so retrying POSTs is safe.
+        # One connection per request the budget allows, so connections are reused, not reopened
+        # (the client otherwise sizes its pool from the CPU count).
+        config.connection_pool_maxsize = concurrency
+        # urllib3 retries nothing (429s and 5xx must reach the budget, see _call); it only follows
+        # redirects. Studio may redirect downloads to storage: the key must not follow to another host.
         config.retries = urllib3.Retry(
-            total=STUDIO_RETRIES, connect=STUDIO_RETRIES, read=STUDIO_RETRIES, backoff_factor=0.5,
-            backoff_max=HTTP_BACKOFF_MAX_S, status_forcelist=(429, 500, 502, 503, 504),
-            allowed_methods=None, respect_retry_after_header=True, raise_on_status=False,
-            # Studio may redirect downloads to storage: the key must not follow to another host.
+            total=None, connect=0, read=0, status=0, other=0, redirect=STUDIO_MAX_REDIRECTS,
+            status_forcelist=(), allowed_methods=None, respect_retry_after_header=False, raise_on_status=False,
             remove_headers_on_redirect=["Authorization", "Cookie", "Proxy-Authorization", "x-api-key"],
         )
         self._ei = ei
         self._client = ei.ApiClient(config)
         self._raw = ei.RawDataApi(self._client)
+        self.limit = AdaptiveLimit(concurrency, "Studio")
         self.project_id = self._resolve_project(project_id)
 
     def _resolve_project(self, project_id: int | None) -> int:
@@ -105,95 +133,156 @@ class Studio:
                           int(sample.values_count), int(axes[0].index), dict(sample.metadata or {}),
                           bool(sample.is_disabled), bool(sample.structured_labels))
 
-    def download_wav(self, info: SampleInfo) -> bytes:
-        resp = self._call(lambda: self._raw.get_sample_as_audio(
-            self.project_id, info.sample_id, axis_ix=info.axis_ix, _preload_content=False,
-            _request_timeout=STUDIO_TIMEOUT_S), f"downloading sample {info.sample_id}")
-        return resp.data
+    def download_wav(self, info: SampleInfo):
+        """The sample's WAV file as a seekable file object (in memory, or on disk when large)."""
+
+        def download():
+            resp = self._raw.get_sample_as_audio(self.project_id, info.sample_id, axis_ix=info.axis_ix,
+                                                 _preload_content=False, _request_timeout=STUDIO_TIMEOUT_S)
+            spool = tempfile.SpooledTemporaryFile(max_size=DOWNLOAD_IN_MEMORY_BYTES)
+            try:
+                for chunk in resp.stream(DOWNLOAD_CHUNK_BYTES):
+                    spool.write(chunk)
+            except BaseException:
+                spool.close()
+                raise
+            finally:
+                resp.release_conn()
+            spool.seek(0)
+            _raise_if_busy(spool)
+            return spool
+
+        return self._call(download, f"downloading sample {info.sample_id}")
 
     def set_labels(self, sample_id: int, segments: Sequence[Segment]) -> None:
         request = self._ei.SetSampleStructuredLabelsRequest.from_dict(
             {"structuredLabels": [segment_json(s) for s in segments]})
         self._call(lambda: self._raw.set_sample_structured_labels(
             self.project_id, sample_id, request, _request_timeout=STUDIO_TIMEOUT_S),
-            f"writing labels of sample {sample_id}")
+            f"writing labels of sample {sample_id}", urgent=True)
 
     def set_label(self, sample_id: int, label: str) -> None:
         request = self._ei.EditSampleLabelRequest.from_dict({"label": label})
         self._call(lambda: self._raw.edit_label(
             self.project_id, sample_id, request, _request_timeout=STUDIO_TIMEOUT_S),
-            f"writing the label of sample {sample_id}")
+            f"writing the label of sample {sample_id}", urgent=True)
 
     def set_enabled(self, sample_id: int, enabled: bool) -> None:
         call, what = (self._raw.enable_sample, "enabling") if enabled else (self._raw.disable_sample, "disabling")
         self._call(lambda: call(self.project_id, sample_id, _request_timeout=STUDIO_TIMEOUT_S),
-                   f"{what} sample {sample_id}")
+                   f"{what} sample {sample_id}", urgent=True)
 
     def set_metadata(self, sample_id: int, metadata: dict[str, str]) -> None:
         request = self._ei.SetSampleMetadataRequest.from_dict({"metadata": metadata})
         self._call(lambda: self._raw.set_sample_metadata(
             self.project_id, sample_id, request, _request_timeout=STUDIO_TIMEOUT_S),
-            f"writing metadata of sample {sample_id}")
+            f"writing metadata of sample {sample_id}", urgent=True)
 
     def propose(self, sample_id: int, job_id: int, changes: dict) -> None:
         request = self._ei.SetSampleProposedChangesRequest.from_dict({"jobId": job_id, "proposedChanges": changes})
         self._call(lambda: self._raw.set_sample_proposed_changes(
             self.project_id, sample_id, request, _request_timeout=STUDIO_TIMEOUT_S),
-            f"proposing changes for sample {sample_id}")
+            f"proposing changes for sample {sample_id}", urgent=True)
 
-    def _call(self, fn: Callable, what: str):
-        """Run one client call; HTTP-level retries are urllib3's, transient refusals are retried here."""
-        for attempt in range(STUDIO_RETRIES + 1):
+    def close(self) -> None:
+        self._client.rest_client.pool_manager.clear()
+
+    def _call(self, fn: Callable, what: str, urgent: bool = False):
+        """Run one client call inside the budget; the one place Studio requests are retried.
+
+        Every write here is a "set" (idempotent), so retrying POSTs is safe.
+        """
+        for attempt in range(STUDIO_ATTEMPTS):
+            ticket = self.limit.acquire(urgent)
             try:
-                return self._call_once(fn, what)
-            except TransientStudioError as exc:
-                if attempt == STUDIO_RETRIES:
-                    raise SampleError(str(exc)) from None
-                time.sleep(backoff_s(attempt))
+                result, failure = fn(), None
+            except Exception as exc:  # noqa: BLE001 - sorted into permanent and retryable below
+                result, failure = None, exc
+            finally:
+                self.limit.release()
+            if failure is None:
+                self.limit.succeeded()
+                return result
+            retry = self._retryable(failure, what)  # raises when a retry cannot help
+            if retry.overloaded:
+                self.limit.throttled(ticket, retry.retry_after_s)
+            if attempt + 1 == STUDIO_ATTEMPTS:
+                raise SampleError(f"{retry.problem} (gave up after {STUDIO_ATTEMPTS} attempts)")
+            time.sleep(backoff_s(attempt) if retry.retry_after_s is None else retry.retry_after_s)
         raise AssertionError("unreachable")
 
-    def _call_once(self, fn: Callable, what: str):
+    def _retryable(self, exc: Exception, what: str) -> _Retry:
+        """Sort a failed call: raise for answers a retry cannot change, describe the rest."""
         import urllib3
 
         exceptions = self._ei.exceptions
-        try:
-            return fn()
-        except (exceptions.UnauthorizedException, exceptions.ForbiddenException) as exc:
+        if isinstance(exc, (exceptions.UnauthorizedException, exceptions.ForbiddenException)):
             raise AuthError(f"Studio rejected EI_PROJECT_API_KEY while {what} (HTTP {exc.status}); "
                             "use the project's API key (Dashboard > Keys)") from None
-        except exceptions.ApiException as exc:
-            raise SampleError(f"Studio failed while {what} (HTTP {exc.status} {exc.reason})") from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise SampleError(f"could not reach Studio while {what} ({type(exc).__name__})") from None
-        except (KeyError, TypeError) as exc:
+        if isinstance(exc, exceptions.ApiException):
+            problem = f"Studio failed while {what} (HTTP {exc.status} {exc.reason})"
+            if exc.status == 429 or exc.status >= 500:
+                wait = retry_after_s(exc.headers, 0.0) if exc.headers is not None else 0.0
+                return _Retry(problem, True, wait or None)  # "Retry-After: 0" means: use the backoff
+            raise SampleError(problem) from None
+        if isinstance(exc, urllib3.exceptions.HTTPError):
+            reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+            timed_out = isinstance(reason, urllib3.exceptions.TimeoutError)
+            return _Retry(f"could not reach Studio while {what} ({type(reason).__name__})", timed_out)
+        if isinstance(exc, (KeyError, TypeError)):
             raise SampleError(f"Studio sent an unexpected answer while {what} ({exc!r:.80})") from None
-        except Exception as exc:  # the client raises a plain Exception for {"success": false}
-            message = f"Studio refused {what}: {str(exc)[:200]}"
-            if _TRANSIENT_STUDIO_RE.search(str(exc)):
-                raise TransientStudioError(message) from None
-            raise SampleError(message) from None
+        # The client raises a plain Exception for {"success": false}.
+        message = f"Studio refused {what}: {str(exc)[:200]}"
+        if _TRANSIENT_STUDIO_RE.search(str(exc)):
+            return _Retry(message, True)
+        raise SampleError(message) from None
 
 
-# Studio answers most failures as 200 {"success": false}; these words mark the ones worth retrying.
+# Studio answers most failures as 200 {"success": false}; these words mark the ones worth retrying
+# (all of them say Studio is busy, so the budget shrinks too).
 _TRANSIENT_STUDIO_RE = re.compile(r"try again|timed? ?out|temporar|too many requests|rate limit|unavailable|busy",
                                   re.IGNORECASE)
 
 
-class TransientStudioError(Exception):
-    """A Studio refusal that a retry may fix."""
+class StudioBusy(Exception):
+    """Studio answered a download with a busy {"success": false} instead of audio."""
 
 
-def load_sample(studio: Studio, sample_id: int, job_id: int | None, skip_done: Settings | None = None) -> LoadedSample:
-    """Read, download and decode one sample; with ``skip_done``, stop early if it is already labeled."""
+def _raise_if_busy(spool) -> None:
+    """Raise StudioBusy for a busy refusal in place of audio, so it is retried like any call.
+
+    Other JSON answers stay in the file; decoding reports them as "not a WAV file".
+    """
+    head = spool.read(4096)
+    spool.seek(0)
+    if not head.startswith(b"{"):
+        return
+    try:
+        error = str(json.loads(head).get("error", ""))
+    except (ValueError, AttributeError):
+        return
+    if _TRANSIENT_STUDIO_RE.search(error):
+        spool.close()
+        raise StudioBusy(error)
+
+
+def load_sample(studio: Studio, sample_id: int, job_id: int | None, skip_done: Settings | None = None,
+                admit: Callable[[SampleInfo], None] = lambda info: None) -> LoadedSample:
+    """Read, download and decode one sample; with ``skip_done``, stop early if it is already labeled.
+
+    ``admit`` sees the sample's length before its audio is downloaded, and may wait for memory.
+    """
     info = studio.read_sample(sample_id, job_id)
     if skip_done is not None and already_labeled(info.metadata, skip_done):
         raise AlreadyLabeled(info)
-    audio, rate_hz = decode_wav(studio.download_wav(info))
-    expected_s, got_s = info.values_count / info.frequency_hz, len(audio) / rate_hz
+    admit(info)
+    with studio.download_wav(info) as wav:
+        audio, rate_hz, frames = decode_wav_file_16k(wav)
+    expected_s, got_s = info.values_count / info.frequency_hz, frames / rate_hz
     if abs(expected_s - got_s) > max(0.05, 0.01 * expected_s):
         log(f"WARNING: sample {sample_id}: Studio says {expected_s:.2f} s but the WAV holds {got_s:.2f} s; "
             "labels follow Studio's length")
-    return LoadedSample(info, resample_to_model_rate(audio, rate_hz))
+    return LoadedSample(info, audio)
 
 
 def label_changes(info: SampleInfo, labeling: Labeling) -> tuple[dict, str | None]:
@@ -213,12 +302,16 @@ def label_changes(info: SampleInfo, labeling: Labeling) -> tuple[dict, str | Non
 
 def write_result(studio: Studio, info: SampleInfo, labeling: Labeling, settings: Settings,
                  job_id: int | None) -> str | None:
-    """Apply: mark the sample as being labeled, write the labels, then mark it done.
+    """Apply: mark the sample as being labeled where needed, write the labels, then mark it done.
 
     Studio has no transaction, so the metadata brackets the labels: a run killed anywhere in
     between leaves status "labeling" (or older settings), and the next run relabels the sample.
-    A sample to be disabled carries the disabled mark from the first write on, so a run killed
-    after disabling it still knows the block did it. Preview: one propose-changes with everything.
+    The labeling mark only matters when the sample already says "done" (an earlier run, other
+    settings, --force): without it, a kill after the new labels would leave a done mark that a
+    rerun with those earlier settings trusts. A sample without a done mark skips it (one round
+    trip less): until the done mark lands, a rerun relabels it anyway. A sample about to be
+    disabled always gets it, carrying the disabled mark, so a run killed after the disable still
+    knows the block did it. Preview: one propose-changes with everything.
     Returns a note for the sample's log line, or None.
     """
     labels, note = label_changes(info, labeling)
@@ -232,8 +325,9 @@ def write_result(studio: Studio, info: SampleInfo, labeling: Labeling, settings:
             changes["isDisabled"] = change == DISABLE
         studio.propose(info.sample_id, job_id, changes)
         return "; ".join(notes) or None
-    studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_LABELING,
-                                                       True if change == DISABLE else None))
+    if info.metadata.get(STATUS_KEY) == STATUS_DONE or change == DISABLE:
+        studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_LABELING,
+                                                           True if change == DISABLE else None))
     if "label" in labels:
         studio.set_label(info.sample_id, labels["label"])
     else:
@@ -252,9 +346,10 @@ class StudioTarget:
         # Preview never skips: Studio shows only samples that got a proposal.
         self._skip_done = None if force or job_id is not None else settings
         self.verb = "proposed" if job_id is not None else "written"
+        self.parallel = studio.limit.maximum  # samples loaded and written at once; the budget bounds requests
 
-    def load(self, sample_id: int) -> LoadedSample:
-        return load_sample(self.studio, sample_id, self.job_id, self._skip_done)
+    def load(self, sample_id: int, admit: Callable[[SampleInfo], None] = lambda info: None) -> LoadedSample:
+        return load_sample(self.studio, sample_id, self.job_id, self._skip_done, admit)
 
     def write(self, info: SampleInfo, labeling: Labeling) -> str | None:
         return write_result(self.studio, info, labeling, self.settings, self.job_id)

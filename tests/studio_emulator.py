@@ -76,6 +76,8 @@ class StudioState:
         self.fault = None
         self.latency_s = 0.0
         self.lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0  # requests being answered now, and the most at once
+        self.connections: set[tuple[str, int]] = set()  # client addresses seen: one per TCP connection
 
     def add(self, sample: EmuSample) -> EmuSample:
         self.samples[sample.sample_id] = sample
@@ -164,6 +166,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("POST")
 
     def _handle(self, method: str) -> None:
+        st = self.state
+        with st.lock:
+            st.in_flight += 1
+            st.max_in_flight = max(st.max_in_flight, st.in_flight)
+            st.connections.add(self.client_address)
+        try:
+            self._handle_counted(method)
+        finally:
+            with st.lock:
+                st.in_flight -= 1
+
+    def _handle_counted(self, method: str) -> None:
         url = urlparse(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         length = int(self.headers.get("Content-Length") or 0)

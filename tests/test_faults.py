@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 
 import pytest
@@ -74,6 +73,24 @@ class Every:
         return self.answer
 
 
+class Burst:
+    """A Studio that is overwhelmed for a while: during its first ``length`` sample requests, one
+    that arrives while more than ``capacity`` are being answered gets 429 (an emulated rate limiter)."""
+
+    def __init__(self, state, capacity, length, answer=(429, {}, {"success": False, "error": "Too Many Requests"})):
+        self.state, self.capacity, self.length, self.answer = state, capacity, length, answer
+        self.seen = self.injected = 0
+
+    def __call__(self, method, path):
+        if "/raw-data/" not in path:
+            return None
+        self.seen += 1
+        if self.seen <= self.length and self.state.in_flight > self.capacity:
+            self.injected += 1
+            return self.answer
+        return None
+
+
 STUDIO_PROFILES = {
     "GET 429 with Retry-After": lambda: Every(5, (429, {"Retry-After": "1"}, {"success": False, "error": "slow down"}), "GET"),
     "GET 429 without Retry-After": lambda: Every(4, (429, {}, {"success": False, "error": "slow down"}), "GET"),
@@ -81,13 +98,18 @@ STUDIO_PROFILES = {
     "POST 503": lambda: Every(4, (503, {}, {"success": False, "error": "unavailable"}), "POST"),
     "dropped connections": lambda: Every(4, "drop"),
     "transient success:false": lambda: Every(4, (200, {}, {"success": False, "error": "Timeout, please try again"}), "POST"),
+    "429 to a burst of concurrent requests": lambda state: Burst(state, 2, 30),
+    "success:false too many requests in a burst": lambda state: Burst(
+        state, 2, 30, (200, {}, {"success": False, "error": "Too many requests, slow down"})),
 }
 
 
 @pytest.mark.parametrize("profile", STUDIO_PROFILES)
 def test_studio_fault_profile(studio, run_block, reference, profile):
-    fault = STUDIO_PROFILES[profile]()
+    make = STUDIO_PROFILES[profile]
+    fault = make(studio.state) if "burst" in profile else make()
     studio.state.fault = fault
+    studio.state.latency_s = 0.02  # requests overlap, as they do against the real Studio
     result = run_block("--win-size-ms", "1000")
     assert result.code == 0, result.out + result.err
     assert fault.injected > 0
@@ -152,24 +174,73 @@ def run_cli(studio, hf, ids_file):
                 "HF_ENDPOINT": hf.hub})
     return subprocess.Popen([sys.executable, "-u", str(ROOT / "transform.py"), "--data-ids-file", str(ids_file),
                              "--audioset-labels", "Speech\\nMusic\\nDog", "--backend", "remote",
-                             "--inference-url", hf.url, "--win-size-ms", "1000", "--concurrency", "2"],
+                             "--inference-url", hf.url, "--win-size-ms", "1000", "--concurrency", "2",
+                             "--studio-concurrency", "32"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-# Each sample takes 3 writes (labeling mark, labels, done mark): these kill points land after each
-# kind of write (2: between a sample's labels and its done mark; 6: after a done mark; 10: after a
-# labeling mark) early and late in the run.
-@pytest.mark.parametrize("kill_after", [2, 6, 10, 20])
-def test_killed_run_then_rerun_matches_a_clean_run(studio, hf, reference, tmp_path, kill_after):
+class KillAt:
+    """A Studio hook that SIGKILLs the block as the ``nth`` sample to reach its ``write``-th write sends it.
+
+    That write is dropped, so the kill lands exactly between two writes of one sample (or before a
+    sample's first write); writes other samples already sent still land, as they would in Studio.
+    """
+
+    def __init__(self, proc, write, nth):
+        self.proc, self.write, self.nth = proc, write, nth
+        self.per_sample, self.reached, self.killed = defaultdict(int), 0, None
+
+    def __call__(self, method, path):
+        if self.killed or method != "POST" or not path.endswith(("/metadata", "/structured-labels")):
+            return "drop" if self.killed else None
+        sid = int(path.split("/")[-2])
+        self.per_sample[sid] += 1
+        if self.per_sample[sid] == self.write:
+            self.reached += 1
+            if self.reached == self.nth:
+                self.proc.send_signal(signal.SIGKILL)
+                self.killed = (sid, path.rsplit("/", 1)[1])
+                return "drop"
+        return None
+
+
+# A fresh sample takes 2 writes (labels, done mark); a sample carrying an older done mark takes 3
+# (labeling mark, labels, done mark). (write, nth): kill as the nth sample to get that far sends
+# that write, so every gap is hit: before a sample's first write, between its labeling mark and its
+# labels, between its labels and its done mark, early and late in the run, at full concurrency.
+KILL_POINTS = {
+    "fresh: before the first write": ("fresh", 1, 1),
+    "fresh: between labels and done": ("fresh", 2, 1),
+    "fresh: before a later sample's labels": ("fresh", 1, 5),
+    "fresh: before the last done mark": ("fresh", 2, N_SAMPLES),
+    "relabel: between labeling mark and labels": ("relabel", 2, 1),
+    "relabel: between labels and done": ("relabel", 3, 1),
+    "relabel: before a later sample's labeling mark": ("relabel", 1, 6),
+    "relabel: before the last done mark": ("relabel", 3, N_SAMPLES),
+}
+
+
+def done_with(studio, win_ms):
+    """Samples whose done mark is for settings with this window size."""
+    return {sid for sid, s in studio.state.samples.items() if s.metadata.get("ast_status") == "done"
+            and json.loads(s.metadata["ast_settings"])["win_ms"] == win_ms}
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_killed_run_then_rerun_matches_a_clean_run(studio, hf, run_block, reference, tmp_path, point):
+    project, write, nth = KILL_POINTS[point]
+    if project == "relabel":  # every sample carries a done mark from other settings
+        assert run_block("--win-size-ms", "2000").code == 0
+        assert done_with(studio, 2000) == set(studio.state.samples)
+        studio.state.writes.clear()
     ids = tmp_path / "ids.json"
     ids.write_text(json.dumps(sorted(studio.state.samples)))
     proc = run_cli(studio, hf, ids)
-    deadline = time.monotonic() + 60
-    while len(studio.state.writes) < kill_after and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.001)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    done_after_kill = {sid for sid, s in studio.state.samples.items() if s.metadata.get("ast_status") == "done"}
+    studio.state.fault = kill = KillAt(proc, write, nth)
+    proc.wait(timeout=60)
+    assert kill.killed and proc.returncode == -signal.SIGKILL, proc.stdout.read()
+    studio.state.fault = None
+    done_after_kill = done_with(studio, 1000)
     assert len(done_after_kill) < N_SAMPLES  # the kill really interrupted the run
     writes_before = len(studio.state.writes)
 
@@ -177,9 +248,9 @@ def test_killed_run_then_rerun_matches_a_clean_run(studio, hf, reference, tmp_pa
     out, _ = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, out
     assert final_labels(studio) == reference
-    print(f"FAULT-PROFILE kill | SIGKILL after write {kill_after}, rerun | {N_SAMPLES} samples | "
-          f"{N_SAMPLES - len(done_after_kill)} unfinished at kill | 0 lost")
-    assert all(s.metadata["ast_status"] == "done" for s in studio.state.samples.values())
+    print(f"FAULT-PROFILE kill | {point} (killed as sample {kill.killed[0]} sent {kill.killed[1]}), rerun | "
+          f"{N_SAMPLES} samples | {N_SAMPLES - len(done_after_kill)} unfinished at kill | 0 lost")
+    assert done_with(studio, 1000) == set(studio.state.samples)
     relabeled = {w.sample_id for w in studio.state.writes[writes_before:]}
     assert not relabeled & done_after_kill  # nothing finished before the kill is labeled twice
     assert_no_conflicting_writes(studio)

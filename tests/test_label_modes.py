@@ -9,7 +9,7 @@ import json
 import numpy as np
 import soundfile
 
-from audio import MUSIC_HZ, SPEECH_HZ, concat, silence, tone
+from audio import SPEECH_HZ, concat, silence, tone
 from studio_emulator import EmuSample
 
 DISABLED_KEY = "ast_disabled"

@@ -47,8 +47,18 @@ def test_apply_mode_keeps_existing_metadata_and_adds_the_blocks_keys(project, ru
     assert settings["win_ms"] == 2000 and settings["labels"][0] == ["Speech", "Speech", 0.2]
 
 
-def test_labels_are_bracketed_by_metadata_marking_labeling_then_done(project, run_block):
+def test_fresh_samples_get_labels_then_the_done_mark(project, run_block):
     run_block()
+    for sid in EXPECTED_16K:
+        writes = [w for w in project.state.writes if w.sample_id == sid]
+        assert [w.kind for w in writes] == ["structured-labels", "metadata"]  # no done mark yet: no pre-mark
+        assert writes[1].body["metadata"]["ast_status"] == "done"
+
+
+def test_a_done_sample_is_marked_labeling_before_its_labels_change(project, run_block):
+    run_block()
+    project.state.writes.clear()
+    assert run_block("--win-size-ms", "1000").code == 0  # other settings: every sample is relabeled
     for sid in EXPECTED_16K:
         writes = [w for w in project.state.writes if w.sample_id == sid]
         assert [w.kind for w in writes] == ["metadata", "structured-labels", "metadata"]
@@ -86,7 +96,8 @@ def test_44k1_sample_is_labeled_in_its_own_index_space(studio, run_block):
 def test_inference_receives_16k_mono_windows_of_the_planned_length(studio, hf, run_block):
     studio.state.add(speech_then_music(44100))
     run_block("--win-size-ms", "1000")
-    assert [r["seconds"] for r in hf.state.requests] == [1.0] * 4
+    # the preflight's short silent window, then the sample's four 1 s windows
+    assert [r["seconds"] for r in hf.state.requests] == [0.1] + [1.0] * 4
     assert all(r["rate"] == 16000 for r in hf.state.requests)
 
 
@@ -251,8 +262,28 @@ def test_inference_endpoint_rejecting_the_token_stops_the_run(project, run_block
 def test_missing_hf_token_warns_and_the_endpoints_refusal_stops_the_run(project, run_block):
     result = run_block(env={"HF_TOKEN": None})
     assert "neither HF_TOKEN nor HF_API_KEY is set" in result.out
-    assert result.code == 2 and "rejected the token" in result.err
-    assert project.state.writes == []
+    assert result.code == 2 and "rejected a request without a token (HTTP 401" in result.err
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+    assert project.state.requests == []  # the preflight stopped it before Studio was touched
+
+
+def test_rejected_hf_token_stops_the_run_before_any_studio_request(project, hf, run_block):
+    result = run_block(env={"HF_TOKEN": "hf_wrong"})
+    assert result.code == 2 and "rejected the token (HTTP 401" in result.err
+    assert len(hf.state.requests) == 1 and project.state.requests == []
+
+
+def test_wrong_inference_url_stops_the_run_before_any_studio_request(project, hf, run_block):
+    result = run_block("--inference-url", hf.url.split("/hf-inference/")[0] + "/wrong/path")
+    assert result.code == 2 and "HTTP 404" in result.err and "check --inference-url" in result.err
+    assert project.state.requests == []
+
+
+def test_endpoint_without_auth_runs_without_a_token(project, hf, run_block):
+    hf.state.token = None  # this endpoint accepts requests without Authorization
+    result = run_block(env={"HF_TOKEN": None})
+    assert result.code == 0, result.out + result.err
+    assert project.state.labels_of(101) == EXPECTED_16K[101]
 
 
 def test_hf_api_key_is_accepted_as_the_token(project, run_block):
@@ -263,9 +294,9 @@ def test_hf_api_key_is_accepted_as_the_token(project, run_block):
 def test_inference_endpoint_that_never_loads_stops_quickly_and_writes_nothing(project, hf, run_block):
     hf.state.always_loading = True
     result = run_block("--max-wait-s", "2")
-    assert result.code == 1 and "still loading" in result.err
-    assert project.state.writes == []
-    assert "Done: 0 of 3 samples labeled" in result.out
+    # the preflight waited for the model as long as allowed, then stopped before Studio was touched
+    assert result.code == 2 and "still loading the model after 2 s" in result.err
+    assert project.state.requests == []
 
 
 # --- bad samples: the others are still labeled --------------------------------------------------
@@ -308,7 +339,7 @@ def test_studio_rejecting_a_write_fails_only_that_sample(project, run_block):
     result = run_block()
     assert result.code == 1 and "sample 102" in result.out and "does not have a label" in result.out
     assert project.state.labels_of(101) == EXPECTED_16K[101] and project.state.labels_of(103) == EXPECTED_16K[103]
-    assert project.state.samples[102].metadata["ast_status"] == "labeling"  # never marked done: a rerun redoes it
+    assert "ast_status" not in project.state.samples[102].metadata  # never marked done: a rerun redoes it
 
 
 def test_studio_hiccups_are_retried(project, run_block):

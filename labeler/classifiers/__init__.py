@@ -64,9 +64,15 @@ def build_classifier(options: BackendOptions, labels_text: str,
 
     token = environ.get("HF_TOKEN") or environ.get("HF_API_KEY")
     if not token:
-        log("WARNING: neither HF_TOKEN nor HF_API_KEY is set; inference requests carry no Authorization header")
+        log("WARNING: neither HF_TOKEN nor HF_API_KEY is set; inference requests carry no Authorization header "
+            "(a test request checks that the endpoint accepts that)")
     labels = fetch_model_labels(options.model, environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT, token)
     specs = parse_label_specs(labels_text, labels)
     class_names = list(labels) if labels is not None else [s.model_label for s in specs]
-    return RemoteClassifier(options.inference_url, token, class_names, options.concurrency,
-                            options.max_wait_s), specs
+    classifier = RemoteClassifier(options.inference_url, token, class_names, options.concurrency, options.max_wait_s)
+    try:
+        classifier.preflight()  # before any sample is read: a run that cannot work stops here
+    except BaseException:
+        classifier.close()
+        raise
+    return classifier, specs

@@ -12,14 +12,13 @@ import base64
 import concurrent.futures as cf
 import json
 import os
-import threading
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..audio import MODEL_FRAME_SAMPLES, encode_audio_16k
-from ..core import (HTTP_BACKOFF_MAX_S, AuthError, ConfigError, FatalInferenceError, InferenceError, backoff_s,
+from ..core import (HTTP_BACKOFF_MAX_S, AdaptiveLimit, AuthError, ConfigError, FatalInferenceError, InferenceError, backoff_s,
                     log, retry_after_s)
 from ..timeline import class_index
 
@@ -31,42 +30,7 @@ DEFAULT_MAX_WAIT_S = 300.0  # per inference request: loading, rate limits and re
 HTTP_CONNECT_TIMEOUT_S = 10.0
 HTTP_READ_TIMEOUT_S = 120.0
 HTTP_MAX_ATTEMPTS = 6
-
-
-class AdaptiveLimit:
-    """Caps requests in flight; halves the cap on a 429 and grows it back one step per cap's worth of successes.
-
-    Additive increase, multiplicative decrease: a rate-limited endpoint sees the block back off
-    instead of being hammered by ``--concurrency`` retries, and full speed returns once it recovers.
-    """
-
-    def __init__(self, maximum: int):
-        self.maximum = self.limit = maximum
-        self._in_flight = self._successes = 0
-        self._cond = threading.Condition()
-
-    def __enter__(self) -> AdaptiveLimit:
-        with self._cond:
-            while self._in_flight >= self.limit:
-                self._cond.wait()
-            self._in_flight += 1
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with self._cond:
-            self._in_flight -= 1
-            self._cond.notify()
-
-    def throttled(self) -> None:
-        with self._cond:
-            self.limit, self._successes = max(1, self.limit // 2), 0
-
-    def succeeded(self) -> None:
-        with self._cond:
-            self._successes += 1
-            if self.limit < self.maximum and self._successes >= self.limit:
-                self.limit, self._successes = self.limit + 1, 0
-                self._cond.notify()
+PREFLIGHT_WINDOW_S = 0.1  # the silent window sent once before any sample is read
 
 
 class RemoteClassifier:
@@ -96,6 +60,19 @@ class RemoteClassifier:
         # current one so the endpoint never waits for a group's slowest request.
         self.preferred_batch, self.parallel_groups = concurrency, 3
         self._unavailable: str | None = None
+
+    def preflight(self) -> None:
+        """Classify one short silent window before any sample is read.
+
+        A missing or rejected token, a wrong URL or a redirect stops the run here (ConfigError,
+        from ``_problem``); a model that is loading is waited for, up to --max-wait-s; an endpoint
+        that accepts requests without a token passes without one.
+        """
+        try:
+            self._classify_one(np.zeros(round(PREFLIGHT_WINDOW_S * 16_000), dtype=np.float32))
+        except (InferenceError, FatalInferenceError) as exc:
+            raise ConfigError(f"the inference endpoint {self.url} failed a test request before any sample was "
+                              f"read ({exc}); check --inference-url and that the endpoint is running") from None
 
     def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         futures = [self._pool.submit(self._classify_one, w) for w in windows]
@@ -151,7 +128,8 @@ class RemoteClassifier:
         """Describe a non-200 answer: (problem, seconds to wait, still loading); raise if retrying is pointless."""
         status, message = resp.status_code, _error_message(resp)
         if status in (401, 403):
-            raise AuthError(f"the inference endpoint rejected the token (HTTP {status}: {message}); "
+            what = "the token" if "Authorization" in self._headers else "a request without a token"
+            raise AuthError(f"the inference endpoint rejected {what} (HTTP {status}: {message}); "
                             f"set HF_TOKEN (or HF_API_KEY) to a token that may call {self.url}")
         if status in (301, 302, 303, 307, 308):
             raise ConfigError(f"the inference endpoint {self.url} redirects (HTTP {status}); "
