@@ -193,3 +193,17 @@ def test_another_mode_relabels_samples_finished_by_the_previous_version(project,
     assert result.code == 0 and "skipped" not in result.out
     assert {s.label for s in project.state.samples.values()} == {"Music", "Dog", "other"}
     assert np.all([s.metadata["ast_settings"] != OLD_FINGERPRINT for s in project.state.samples.values()])
+
+
+def test_combine_rule_reaches_preview_proposals_too(studio, hf, run_block):
+    audio = concat(tone(SPEECH_HZ, 6.2, 16000), silence(5.8, 16000))
+    studio.state.add(EmuSample(300, "speech_then_quiet.wav", 16000, [audio]))
+    hf.state.scoring = "presence"
+    ends = {}
+    for job, rule in ((1, "min"), (2, "mean")):
+        assert run_block("--win-size-ms", "2000", "--win-stride-ms", "500", "--combine", rule,
+                         "--propose-actions", str(job)).code == 0
+        proposed = studio.state.proposals[(job, 300)]["structuredLabels"]
+        ends[rule] = next(seg["endIndex"] + 1 for seg in proposed if seg["label"] == "Speech")
+    assert abs(ends["min"] - int(6.2 * 16000)) <= 8000 < ends["mean"] - int(6.2 * 16000)
+    assert studio.state.samples[300].structured_labels is None  # preview wrote nothing

@@ -116,3 +116,19 @@ def test_keys_never_in_report_files(project, run_block, tmp_path):
         if path.is_file():
             text = path.read_text()
             assert STUDIO_KEY not in text and HF_TOKEN not in text
+
+
+def test_plot_title_names_the_label_in_single_mode():
+    from labeler.core import LabelSpec, LoadedSample, SampleInfo, Settings
+    from labeler.review import Plotter
+    from labeler.timeline import label_sample, plan_windows
+
+    settings = Settings((LabelSpec("Speech", "speech"), LabelSpec("Music", "music")), "other", 1000, 1000, 0.2, "m",
+                        "single")
+    audio = concat(tone(SPEECH_HZ, 1, 16000), tone(MUSIC_HZ, 2, 16000))
+    windows = plan_windows(len(audio), 16000, 1000, 1000)
+    scores = np.array([[0.9, 0.0], [0.0, 0.8], [0.0, 0.8]])
+    labeling = label_sample(windows, scores, len(audio), 16000, settings, {"speech": 0, "music": 1})
+    figure = Plotter(str(ROOT / "tests"), settings).figure(
+        LoadedSample(SampleInfo(9, "x.wav", 16000.0, len(audio), 0, {}), audio), labeling)
+    assert figure.axes[0].get_title() == "x.wav (sample 9): label music"
