@@ -187,13 +187,9 @@ def label_sample(windows: Sequence[Window], class_scores: np.ndarray, values_cou
     return Labeling(steps_to_segments(labels, step, values_count), step, step_scores, winners, confidence)
 
 
-def confidence(labeling: Labeling, values_count: int) -> dict[str, str]:
-    """Metadata to filter doubtful samples by: winning scores and the share of time labeled other."""
-    return confidence_metadata(labeling.step, labeling.step_scores, labeling.winners, values_count)
-
-
 def confidence_metadata(step: int, step_scores: np.ndarray, winners: np.ndarray, values_count: int) -> dict[str, str]:
-    """Winning scores weighted by step length (the tail step may be short), and the share labeled other."""
+    """Metadata to filter doubtful samples by: the winning scores weighted by step length (the tail
+    step may be short), and the share of time labeled other."""
     lengths = step_lengths(step, len(winners), values_count)
     won = winners >= 0
     scores = step_scores[np.arange(len(won)), winners][won]

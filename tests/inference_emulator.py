@@ -65,20 +65,23 @@ def score_audio(audio: np.ndarray, rate_hz: int) -> dict[str, float]:
 PRESENCE_FRAME_S = 0.1
 
 
+def frame_scores(audio: np.ndarray, rate_hz: int) -> list[dict[str, float]]:
+    """``score_audio`` of each 100 ms frame of the window (a last frame under 50 ms joins none)."""
+    frame = max(1, int(PRESENCE_FRAME_S * rate_hz))
+    frames = [audio[i : i + frame] for i in range(0, max(1, len(audio) - frame // 2), frame)]
+    return [score_audio(f, rate_hz) for f in frames if len(f)]
+
+
 def score_presence(audio: np.ndarray, rate_hz: int) -> dict[str, float]:
     """Scores the way a model trained on weak (clip-level) labels answers: a class scores as high
     as in its best 100 ms frame, so a window that only touches a sound scores like one full of it."""
-    frame = max(1, int(PRESENCE_FRAME_S * rate_hz))
-    frames = [audio[i : i + frame] for i in range(0, max(1, len(audio) - frame // 2), frame)]
-    per_frame = [score_audio(f, rate_hz) for f in frames if len(f)]
+    per_frame = frame_scores(audio, rate_hz)
     return {label: max(scores[label] for scores in per_frame) for label in LABELS}
 
 
 def score_fill(audio: np.ndarray, rate_hz: int) -> dict[str, float]:
     """Scores that grow with how much of the window a sound fills: the mean over its 100 ms frames."""
-    frame = max(1, int(PRESENCE_FRAME_S * rate_hz))
-    frames = [audio[i : i + frame] for i in range(0, max(1, len(audio) - frame // 2), frame)]
-    per_frame = [score_audio(f, rate_hz) for f in frames if len(f)]
+    per_frame = frame_scores(audio, rate_hz)
     return {label: float(np.mean([scores[label] for scores in per_frame])) for label in LABELS}
 
 
