@@ -33,21 +33,6 @@ def window_audio(audio_16k: np.ndarray, window: Window, frequency_hz: float) -> 
     start, stop = round(window.start_ix * ratio), round(window.stop_ix * ratio)
     return audio_16k[start : max(stop, start + 1)]
 
-def decode_wav(data: bytes) -> tuple[np.ndarray, int]:
-    """Decode a WAV file in memory to float32 mono; raise SampleError if it is not usable."""
-    import soundfile
-
-    if not data.startswith(b"RIFF"):
-        raise SampleError(f"Studio did not return a WAV file ({_describe_bytes(data)})")
-    try:
-        audio, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises its own and RuntimeError variants
-        raise SampleError(f"the WAV file is corrupt ({exc})") from None
-    if audio.shape[0] == 0:
-        raise SampleError("the WAV file holds no audio frames")
-    return to_mono(audio), int(rate)
-
-
 def decode_wav_file_16k(fh: IO[bytes]) -> tuple[np.ndarray, int, int]:
     """Decode a seekable WAV file block by block to float32 mono at the model rate.
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..audio import MODEL_FRAME_SAMPLES, encode_audio_16k
-from ..core import (HTTP_BACKOFF_MAX_S, AdaptiveLimit, AuthError, ConfigError, FatalInferenceError, InferenceError, backoff_s,
-                    log, retry_after_s)
+from ..audio import MODEL_FRAME_SAMPLES, MODEL_RATE_HZ, encode_audio_16k
+from ..core import (HTTP_BACKOFF_MAX_S, AdaptiveLimit, AuthError, ConfigError, FatalInferenceError, InferenceError,
+                    backoff_s, log, retry_after_s)
 from ..timeline import class_index
 
 DEFAULT_INFERENCE_URL = "https://router.huggingface.co/hf-inference/models/{model}"
@@ -69,7 +69,7 @@ class RemoteClassifier:
         that accepts requests without a token passes without one.
         """
         try:
-            self._classify_one(np.zeros(round(PREFLIGHT_WINDOW_S * 16_000), dtype=np.float32))
+            self._classify_one(np.zeros(round(PREFLIGHT_WINDOW_S * MODEL_RATE_HZ), dtype=np.float32))
         except (InferenceError, FatalInferenceError) as exc:
             raise ConfigError(f"the inference endpoint {self.url} failed a test request before any sample was "
                               f"read ({exc}); check --inference-url and that the endpoint is running") from None
