@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,18 @@ class SampleError(BlockError):
 
 
 class InferenceError(SampleError):
-    """The classifier failed for this sample's windows."""
+    """The classifier failed for some or all of one ``classify`` call's windows.
+
+    ``failed`` lists the indices (into that call's windows) that failed; None means every window
+    failed or the backend cannot tell which. ``scores`` (windows, classes) holds the rows of the
+    windows that succeeded (rows of failed windows are meaningless); None when there are none.
+    Whoever retries needs to retry only ``failed``.
+    """
+
+    def __init__(self, message: str, failed: Sequence[int] | None = None, scores: np.ndarray | None = None):
+        super().__init__(message)
+        self.failed = None if failed is None else tuple(failed)
+        self.scores = scores
 
 
 class FatalInferenceError(BlockError):

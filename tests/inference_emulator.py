@@ -101,6 +101,8 @@ class InferenceState:
     rate_limit_every: int = 0  # every k-th request answers 429
     retry_after: str | None = "1"
     error_every: int = 0  # every k-th request answers 500
+    error_after: int = 0  # when > 0, every request after the first N answers 500 (dies after the preflight)
+    cold_requests: int = 0  # the first N requests answer 503 with no estimated_time (a scaled-to-zero endpoint)
     drop_every: int = 0  # every k-th request drops the connection
     latency_s: float = 0.0
     capacity: int = 0  # when > 0, requests beyond this many in flight answer 429 (a saturated endpoint)
@@ -157,6 +159,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json({}, 307, {"Location": st.redirect_to})
         if st.token and self.headers.get("Authorization") != f"Bearer {st.token}":
             return self._json({"error": "Invalid credentials in Authorization header"}, 401)
+        if n <= st.cold_requests:
+            self._count_fault()
+            return self._json({"error": "Service Unavailable"}, 503)
+        if st.error_after and n > st.error_after:
+            self._count_fault()
+            return self._json({"error": "unknown error"}, 500)
         if st.always_loading or n <= st.loading_requests:
             self._count_fault()
             return self._json({"error": f"Model {MODEL_ID} is currently loading", "estimated_time": 0.2}, 503)
