@@ -45,8 +45,8 @@ from labeler.classifiers.local import DTYPES
 from labeler.classifiers.remote import DEFAULT_CONCURRENCY, DEFAULT_INFERENCE_URL, DEFAULT_MAX_WAIT_S
 from labeler.audio import MODEL_MAX_INPUT_MS
 from labeler.core import (COMBINE_RULES, DEFAULT_COMBINE, DEFAULT_LABEL_MODE, LABEL_MODES, ConfigError,
-                          SampleOutcome, Settings, check_writable_folder, log, set_secrets)
-from labeler.folder import FolderTarget, open_folder, plural
+                          SampleOutcome, Settings, check_writable_folder, log, plural, set_secrets)
+from labeler.folder import FolderTarget, open_folder
 from labeler.pipeline import Observer, RunStopped, Target, run
 from labeler.review import Plotter, Report
 from labeler.studio import (DEFAULT_STUDIO_CONCURRENCY, MAX_STUDIO_CONCURRENCY, Studio, StudioTarget, env_settings,
@@ -57,7 +57,8 @@ DEFAULT_WIN_SIZE_MS = 2000
 DEFAULT_MIN_CONFIDENCE = 0.2
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_CONFIG = 0, 1, 2
-KEY_VARIABLES = ("EI_PROJECT_API_KEY", "HF_TOKEN", "HF_API_KEY")  # the keys the block uses
+HF_KEY_VARIABLES = ("HF_TOKEN", "HF_API_KEY")
+KEY_VARIABLES = ("EI_PROJECT_API_KEY", *HF_KEY_VARIABLES)  # the keys the block uses
 # Redacted from the output too: Studio passes the organization's key although the block never uses it.
 SECRET_VARIABLES = (*KEY_VARIABLES, "EI_API_KEY")
 
@@ -181,16 +182,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 # --- checks that need no model: they come before it loads -------------------------------------------
 
 
-def check_keys(environ: dict[str, str]) -> dict[str, str]:
-    """Register every key for redaction, strip stray whitespace around keys, refuse keys no service could take.
+def register_secrets(environ: dict[str, str]) -> None:
+    """From here on the log never shows a key, nor any line of one."""
+    values = [environ.get(name, "") for name in SECRET_VARIABLES]
+    set_secrets([part for value in values for part in (value, value.strip(), *value.split())])
+
+
+def check_keys(environ: dict[str, str], names: Sequence[str]) -> dict[str, str]:
+    """Strip stray whitespace around the keys this run uses; refuse keys no service could take.
 
     A key with a line break or a space inside would end up quoted in some client's error message;
     the refusal names the variable, never its value.
     """
-    values = [environ.get(name, "") for name in SECRET_VARIABLES]
-    set_secrets([part for value in values for part in (value, value.strip(), *value.split())])
     cleaned = dict(environ)
-    for name in KEY_VARIABLES:
+    for name in names:
         if name not in environ:
             continue
         cleaned[name] = value = environ[name].strip()
@@ -201,6 +206,7 @@ def check_keys(environ: dict[str, str]) -> dict[str, str]:
 
 
 def check_output_folders(args: argparse.Namespace) -> None:
+    """Create --report-dir and --plot-dir now and prove they take files, so a problem shows before the model loads."""
     for flag, path in (("--report-dir", args.report_dir), ("--plot-dir", args.plot_dir)):
         if not path:
             continue
@@ -264,8 +270,10 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     started = time.monotonic()
     classifier = studio = None
     try:
-        environ = check_keys(dict(os.environ if environ is None else environ))
+        environ = dict(os.environ if environ is None else environ)
+        register_secrets(environ)
         args = parse_args(list(sys.argv[1:] if argv is None else argv))
+        environ = check_keys(environ, HF_KEY_VARIABLES if args.input_dir else KEY_VARIABLES)
         if args.input_dir:
             files = open_folder(args.input_dir)
             check_output_folders(args)

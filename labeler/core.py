@@ -193,6 +193,11 @@ def log(message: str, stream=None) -> None:
         print(message, file=stream or sys.stdout, flush=True)
 
 
+def plural(count: int, noun: str) -> str:
+    """"1 file", "2 files"."""
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
 def backoff_s(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (0-based)."""
     return min(HTTP_BACKOFF_MAX_S, HTTP_BACKOFF_BASE_S * 2**attempt)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .audio import resample_to_model_rate, to_mono
-from .core import (ConfigError, LoadedSample, SampleError, SampleInfo, Settings, check_writable_folder, log,
+from .core import (ConfigError, LoadedSample, SampleError, SampleInfo, Settings, check_writable_folder, log, plural,
                    write_file_atomically)
 from .records import STATUS_DONE, block_metadata, segment_json
 from .timeline import Labeling
@@ -30,10 +30,6 @@ class FolderFiles:
 
     audio: tuple[str, ...]
     skipped: tuple[str, ...]
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 def find_files(root: str) -> FolderFiles:

@@ -249,3 +249,9 @@ def test_failed_atomic_write_leaves_the_old_file_and_no_temporary_file(tmp_path)
     assert oct(target.stat().st_mode & 0o777) == oct(0o640)  # a replaced file keeps its mode
 
 
+
+
+def test_folder_mode_ignores_a_malformed_studio_key_it_never_uses(run_block, recordings):
+    result = run_block("--data-ids-file", "", "--input-dir", str(recordings),
+                       env={"EI_PROJECT_API_KEY": "ei_abc\r\ndef", "EI_API_ENDPOINT": None})
+    assert result.code == 0, result.out + result.err
