@@ -301,6 +301,20 @@ def test_key_revoked_after_some_writes_exits_1_not_2(project, run_block):
     assert "Traceback" not in result.out + result.err
 
 
+def test_a_write_whose_answer_never_came_counts_as_written(project, run_block):
+    posts = {"n": 0}
+
+    def drop_one_write_then_revoke(method, path):
+        if method != "POST":
+            return None
+        posts["n"] += 1  # the first write may have reached Studio: its connection dropped before the answer
+        return "drop" if posts["n"] == 1 else (401, {}, {"success": False, "error": "Invalid API key"})
+    project.state.fault = drop_one_write_then_revoke
+    result = run_block("--studio-concurrency", "1")
+    assert "Studio rejected EI_PROJECT_API_KEY" in result.err
+    assert result.code == 1  # 2 would promise that nothing was written
+
+
 def test_key_revoked_before_any_write_still_exits_2(project, run_block):
     project.state.revoke_key_after_writes = 0  # reads go through, the first write is refused
     result = run_block()
