@@ -23,8 +23,12 @@ remote --inference-url URL`` sends windows to a Hugging Face-protocol endpoint i
 
 A labels line is ``Model label``, ``Model label (new name)`` or ``Model label (new name, 0.35)``
 (a per-label threshold). Windows whose best label of interest stays below its threshold get
-``--other-label``. Exit codes: 0 all samples labeled, 1 some samples could not be labeled
-(the summary names them), 2 usage or configuration error (nothing was written).
+``--other-label``.
+
+Exit codes: 0 every sample labeled (or already labeled with the same settings); 1 some samples
+could not be labeled (the summary names them), or a run stopped by an error after it had written
+something (to Studio or info.labels); 2 usage or configuration error, and nothing was written.
+Keys (``EI_PROJECT_API_KEY``, ``HF_TOKEN``, ``HF_API_KEY``) never appear in the output.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ from labeler.classifiers.local import DTYPES
 from labeler.classifiers.remote import DEFAULT_CONCURRENCY, DEFAULT_INFERENCE_URL, DEFAULT_MAX_WAIT_S
 from labeler.audio import MODEL_MAX_INPUT_MS
 from labeler.core import (COMBINE_RULES, DEFAULT_COMBINE, DEFAULT_LABEL_MODE, LABEL_MODES, ConfigError,
-                          SampleOutcome, Settings, log)
-from labeler.folder import FolderTarget
+                          SampleOutcome, Settings, check_writable_folder, log, plural, set_secrets)
+from labeler.folder import FolderTarget, open_folder
 from labeler.pipeline import Observer, RunStopped, Target, run
 from labeler.review import Plotter, Report
 from labeler.studio import (DEFAULT_STUDIO_CONCURRENCY, MAX_STUDIO_CONCURRENCY, Studio, StudioTarget, env_settings,
@@ -53,6 +57,10 @@ DEFAULT_WIN_SIZE_MS = 2000
 DEFAULT_MIN_CONFIDENCE = 0.2
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_CONFIG = 0, 1, 2
+HF_KEY_VARIABLES = ("HF_TOKEN", "HF_API_KEY")
+KEY_VARIABLES = ("EI_PROJECT_API_KEY", *HF_KEY_VARIABLES)  # the keys the block uses
+# Redacted from the output too: Studio passes the organization's key although the block never uses it.
+SECRET_VARIABLES = (*KEY_VARIABLES, "EI_API_KEY")
 
 
 # --- arguments: validated at parse time, every message names the flag and the allowed values ---------
@@ -152,6 +160,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.input_dir and args.disable_other:
         raise ConfigError("--disable-other disables Studio samples and info.labels has no disabled state; "
                           "with --input-dir, filter on ast_other_share = 1.000 instead")
+    if args.input_dir and os.path.isfile(args.input_dir):
+        raise ConfigError(f"--input-dir {args.input_dir} is a file; give the folder that holds the audio files")
     if args.input_dir and not os.path.isdir(args.input_dir):
         raise ConfigError(f"--input-dir {args.input_dir}: no such folder")
     if args.win_stride_ms is None:
@@ -167,6 +177,51 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         raise ConfigError(f"--inference-url {url!r} is not an http(s) URL")
     args.inference_url = url
     return args
+
+
+# --- checks that need no model: they come before it loads -------------------------------------------
+
+
+def register_secrets(environ: dict[str, str]) -> None:
+    """From here on the log never shows a key, nor any line of one."""
+    values = [environ.get(name, "") for name in SECRET_VARIABLES]
+    set_secrets([part for value in values for part in (value, value.strip(), *value.split())])
+
+
+def check_keys(environ: dict[str, str], names: Sequence[str]) -> dict[str, str]:
+    """Strip stray whitespace around the keys this run uses; refuse keys no service could take.
+
+    A key with a line break or a space inside would end up quoted in some client's error message;
+    the refusal names the variable, never its value.
+    """
+    cleaned = dict(environ)
+    for name in names:
+        if name not in environ:
+            continue
+        cleaned[name] = value = environ[name].strip()
+        if value and not re.fullmatch(r"[\x21-\x7e]+", value):
+            raise ConfigError(f"{name} holds a line break, space or other character no key has; "
+                              "set it to the key alone")
+    return cleaned
+
+
+def check_output_folders(args: argparse.Namespace) -> None:
+    """Create --report-dir and --plot-dir now and prove they take files, so a problem shows before the model loads."""
+    for flag, path in (("--report-dir", args.report_dir), ("--plot-dir", args.plot_dir)):
+        if not path:
+            continue
+        try:
+            check_writable_folder(path)
+        except OSError as exc:
+            raise ConfigError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def check_other_label(settings: Settings) -> None:
+    """Windows with no label of interest must not be written as one of them."""
+    clash = [s.output_label for s in settings.specs if s.output_label.lower() == settings.other_label.lower()]
+    if clash:
+        raise ConfigError(f"--other-label {settings.other_label!r} is also a label of interest ({clash[0]!r} in "
+                          "--audioset-labels); choose another --other-label")
 
 
 # --- building the parts ------------------------------------------------------------------------------
@@ -203,34 +258,52 @@ def print_summary(outcomes: Sequence[SampleOutcome], elapsed_s: float, note: str
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
+def saved(target: Target, code: int) -> int:
+    """The exit code once the target is finished: labels that could not be saved at the end fail the run."""
+    if isinstance(target, FolderTarget) and target.unsaved:
+        log(f"ERROR: {target.unsaved}", sys.stderr)
+        return EXIT_SOME_FAILED
+    return code
+
+
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
-    environ = dict(os.environ if environ is None else environ)
     started = time.monotonic()
     classifier = studio = None
     try:
+        environ = dict(os.environ if environ is None else environ)
+        register_secrets(environ)
         args = parse_args(list(sys.argv[1:] if argv is None else argv))
+        environ = check_keys(environ, HF_KEY_VARIABLES if args.input_dir else KEY_VARIABLES)
         if args.input_dir:
+            files = open_folder(args.input_dir)
+            check_output_folders(args)
             classifier, settings = build_classifier_and_settings(args, environ)
-            target: Target = FolderTarget(args.input_dir, settings)
+            check_other_label(settings)
+            target: Target = FolderTarget(args.input_dir, settings, files.audio)
             ids: list[int] = target.keys()
-            where = f"files in {args.input_dir}"
+            where = f"{plural(len(ids), 'file')} in {args.input_dir}"
         else:
             ids = read_ids(args.data_ids_file)
             studio_env = env_settings(environ)
+            check_output_folders(args)
             # The backend proves it works (one window) before Studio is touched.
             classifier, settings = build_classifier_and_settings(args, environ)
+            check_other_label(settings)
             studio = Studio(*studio_env, concurrency=args.studio_concurrency)
             target = StudioTarget(studio, args.propose_actions, settings, args.force)
             mode = f"preview (job {args.propose_actions})" if args.propose_actions else "apply"
-            where = f"samples of project {studio.project_id} in {mode} mode"
-        log(f"Labeling {len(ids)} {where} with {args.model} ({args.backend}); labels: "
+            where = f"{plural(len(ids), 'sample')} of project {studio.project_id} in {mode} mode"
+        log(f"Labeling {where} with {args.model} ({args.backend}); labels: "
             f"{', '.join(s.output_label for s in settings.specs)}")
         outcomes = run(ids, target, classifier, settings, build_observers(args, settings, classifier))
-        return print_summary(outcomes, time.monotonic() - started, studio.limit.summary() if studio else "")
+        return saved(target, print_summary(outcomes, time.monotonic() - started,
+                                           studio.limit.summary() if studio else ""))
     except RunStopped as stop:
         log(f"ERROR: {stop.cause}", sys.stderr)
         print_summary(stop.outcomes, time.monotonic() - started, studio.limit.summary() if studio else "")
-        return EXIT_CONFIG if isinstance(stop.cause, ConfigError) else EXIT_SOME_FAILED
+        # 2 promises that nothing was written; once something was, a stopped run is a partial one.
+        code = EXIT_CONFIG if isinstance(stop.cause, ConfigError) and not target.wrote else EXIT_SOME_FAILED
+        return saved(target, code)
     except ConfigError as exc:
         log(f"ERROR: {exc}", sys.stderr)
         return EXIT_CONFIG

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -29,6 +30,12 @@ HTTP_BACKOFF_BASE_S = 0.5
 HTTP_BACKOFF_MAX_S = 30.0
 # An adaptive limit says so in the log when it changes, at most this often.
 LIMIT_LOG_EVERY_S = 10.0
+# Secret values shorter than this are not redacted: no real key is that short, and replacing a few
+# common characters would garble every line.
+MIN_SECRET_CHARS = 6
+REDACTED = "[redacted]"
+# A file the block writes gets these permissions when it does not exist yet (an existing one keeps its own).
+NEW_FILE_MODE = 0o644
 
 
 # --- errors: named inside, turned into messages and exit codes only in transform.main() -----------
@@ -164,12 +171,31 @@ class SampleOutcome:
 # --- logging, retry waits, files ----------------------------------------------------------------------
 
 _log_lock = threading.Lock()
+_secrets: tuple[str, ...] = ()
+
+
+def set_secrets(values: Sequence[str]) -> None:
+    """The secret values of this run (keys, tokens): ``log`` never prints them, whatever a message says."""
+    global _secrets
+    _secrets = tuple(sorted({v for v in values if len(v) >= MIN_SECRET_CHARS}, key=len, reverse=True))
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:  # longest first, so a key that contains another is removed whole
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def log(message: str, stream=None) -> None:
-    """One whole line at a time, whichever thread prints it."""
+    """One whole line at a time, whichever thread prints it, with every secret redacted."""
+    message = redact(message)
     with _log_lock:
         print(message, file=stream or sys.stdout, flush=True)
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 file", "2 files"."""
+    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 def backoff_s(attempt: int) -> float:
@@ -279,8 +305,37 @@ class AdaptiveLimit:
 
 
 def write_file_atomically(path: str, text: str) -> None:
-    """Write to a temporary name beside the file, then rename: readers never see half a file."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    """Write to a new temporary file beside ``path``, then rename: readers never see half a file.
+
+    The temporary file is created exclusively under an unpredictable name (a planted symlink is
+    never followed) and removed if anything fails, leaving the old file as it was.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = NEW_FILE_MODE
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)  # mkstemp makes it private; the file keeps the mode readers expect
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def check_writable_folder(path: str) -> None:
+    """Create ``path`` if needed and prove a file can be created in it (raises OSError if not).
+
+    Trying is the only reliable test: permission bits say nothing about read-only mounts, and
+    root passes every access() check.
+    """
+    os.makedirs(path, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+    os.close(fd)
+    os.unlink(probe)

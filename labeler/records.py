@@ -13,7 +13,10 @@ from .timeline import Segment
 STATUS_KEY, SETTINGS_KEY = "ast_status", "ast_settings"
 STATUS_LABELING, STATUS_DONE = "labeling", "done"
 # Set while the sample is disabled because this block found only "other" in it: the block may
-# enable such a sample again, and never one that someone else disabled.
+# enable such a sample again, and never one that someone else disabled. The mark is written only
+# with the done mark, after the disable succeeded, and trusted only beside a done mark: one beside
+# "labeling" may come from a disable that was refused or cut short (earlier versions wrote the
+# mark before disabling), after which someone may have disabled the sample by hand.
 DISABLED_KEY, DISABLED_OTHER_ONLY = "ast_disabled", "other-only"
 DISABLE, ENABLE = "disable", "enable"
 
@@ -45,7 +48,8 @@ def block_metadata(existing: dict[str, str], settings: Settings, status: str,
 
 
 def disabled_by_block(metadata: dict[str, str]) -> bool:
-    return metadata.get(DISABLED_KEY) == DISABLED_OTHER_ONLY
+    """Whether the metadata says, in a finished record, that this block disabled the sample."""
+    return metadata.get(DISABLED_KEY) == DISABLED_OTHER_ONLY and metadata.get(STATUS_KEY) == STATUS_DONE
 
 
 def enabled_change(metadata: dict[str, str], is_disabled: bool, found_interest: bool,
@@ -63,10 +67,13 @@ def enabled_change(metadata: dict[str, str], is_disabled: bool, found_interest: 
 
 
 def disabled_mark_after(metadata: dict[str, str], is_disabled: bool, change: str | None) -> bool:
-    """Whether the sample carries the disabled mark once ``change`` is written."""
+    """Whether the sample carries the disabled mark once ``change`` is written (``None``: as it is now).
+
+    A stale mark (the sample was enabled by hand, or the mark is not trusted) is dropped.
+    """
     if change is not None:
         return change == DISABLE
-    return is_disabled and disabled_by_block(metadata)  # a stale mark (enabled by hand) is dropped
+    return is_disabled and disabled_by_block(metadata)
 
 
 def already_labeled(metadata: dict[str, str], settings: Settings) -> bool:

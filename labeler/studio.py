@@ -14,6 +14,7 @@ connection is built.
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import tempfile
@@ -38,6 +39,7 @@ DOWNLOAD_CHUNK_BYTES = 1 << 20
 # A download larger than this goes to a temporary file while it arrives; only the decoded 16 kHz
 # mono audio is held in memory.
 DOWNLOAD_IN_MEMORY_BYTES = 8 << 20
+IDS_SHOWN = 5  # repeated ids named in the log line
 CHANGE_NOTES = {DISABLE: "disabled: no label of interest found", ENABLE: "enabled again: a label of interest found"}
 
 
@@ -56,7 +58,12 @@ def read_ids(path: str) -> list[int]:
     bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or i <= 0]
     if bad:
         raise ConfigError(f"--data-ids-file {path}: sample ids must be positive integers, got {bad[0]!r}")
-    return list(dict.fromkeys(ids))  # a repeated id is labeled once
+    repeated = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
+    if repeated:
+        shown = ", ".join(map(str, repeated[:IDS_SHOWN])) + (", ..." if len(repeated) > IDS_SHOWN else "")
+        log(f"--data-ids-file {path}: {len(repeated)} sample id{'s' * (len(repeated) != 1)} listed more than once "
+            f"({shown}); each sample is labeled once")
+    return list(dict.fromkeys(ids))
 
 
 def env_settings(environ: Mapping[str, str]) -> tuple[str, str, int | None]:
@@ -67,8 +74,10 @@ def env_settings(environ: Mapping[str, str]) -> tuple[str, str, int | None]:
     if not re.match(r"^https?://", endpoint):
         raise ConfigError(f"EI_API_ENDPOINT {endpoint!r} is not an http(s) URL")
     project = environ.get("EI_PROJECT_ID", "").strip()
-    if project and (not project.isdigit() or int(project) <= 0):
-        raise ConfigError(f"EI_PROJECT_ID {project!r} is not a positive integer")
+    # ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
+    if project and (not re.fullmatch(r"[0-9]+", project) or int(project) <= 0):
+        raise ConfigError(f"EI_PROJECT_ID {project!r} is not a positive integer; set it to the project's id "
+                          "(or leave it unset)")
     return endpoint.rstrip("/"), key, int(project) if project else None
 
 
@@ -101,6 +110,9 @@ class Studio:
             remove_headers_on_redirect=["Authorization", "Cookie", "Proxy-Authorization", "x-api-key"],
         )
         self._ei = ei
+        # Set once a write may have reached Studio (it succeeded, or its answer never came):
+        # from then on a stopped run has changed the project.
+        self.wrote = False
         self._client = ei.ApiClient(config)
         self._raw = ei.RawDataApi(self._client)
         self.limit = AdaptiveLimit(concurrency, "Studio")
@@ -190,7 +202,7 @@ class Studio:
     def _call(self, fn: Callable, what: str, urgent: bool = False):
         """Run one client call inside the budget; the one place Studio requests are retried.
 
-        Every write here is a "set" (idempotent), so retrying POSTs is safe.
+        Every write here is a "set" (idempotent), so retrying POSTs is safe. Urgent calls are the writes.
         """
         for attempt in range(STUDIO_ATTEMPTS):
             ticket = self.limit.acquire(urgent)
@@ -200,6 +212,8 @@ class Studio:
                 result, failure = None, exc
             finally:
                 self.limit.release()
+            if urgent and (failure is None or self._may_have_applied(failure)):
+                self.wrote = True
             if failure is None:
                 self.limit.succeeded()
                 return result
@@ -210,6 +224,14 @@ class Studio:
                 raise SampleError(f"{retry.problem} (gave up after {STUDIO_ATTEMPTS} attempts)")
             time.sleep(backoff_s(attempt) if retry.retry_after_s is None else retry.retry_after_s)
         raise AssertionError("unreachable")
+
+    def _may_have_applied(self, exc: Exception) -> bool:
+        """Whether a failed write may still have changed the sample: its answer never came, or Studio broke."""
+        import urllib3
+
+        if isinstance(exc, self._ei.exceptions.ApiException):
+            return exc.status is None or exc.status >= 500
+        return isinstance(exc, urllib3.exceptions.HTTPError)
 
     def _retryable(self, exc: Exception, what: str) -> _Retry:
         """Sort a failed call: raise for answers a retry cannot change, describe the rest."""
@@ -310,8 +332,10 @@ def write_result(studio: Studio, info: SampleInfo, labeling: Labeling, settings:
     settings, --force): without it, a kill after the new labels would leave a done mark that a
     rerun with those earlier settings trusts. A sample without a done mark skips it (one round
     trip less): until the done mark lands, a rerun relabels it anyway. A sample about to be
-    disabled always gets it, carrying the disabled mark, so a run killed after the disable still
-    knows the block did it. Preview: one propose-changes with everything.
+    disabled always gets it, so a refused or cut-short disable leaves "labeling" for everyone to see.
+    The labeling mark never claims a disable that has not happened: it keeps the disabled mark
+    only where the sample is disabled by this block now, and the done mark written after a
+    successful disable is the first to carry it. Preview: one propose-changes with everything.
     Returns a note for the sample's log line, or None.
     """
     labels, note = label_changes(info, labeling)
@@ -326,8 +350,8 @@ def write_result(studio: Studio, info: SampleInfo, labeling: Labeling, settings:
         studio.propose(info.sample_id, job_id, changes)
         return "; ".join(notes) or None
     if info.metadata.get(STATUS_KEY) == STATUS_DONE or change == DISABLE:
-        studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_LABELING,
-                                                           True if change == DISABLE else None))
+        now = disabled_mark_after(info.metadata, info.is_disabled, None)
+        studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_LABELING, now))
     if "label" in labels:
         studio.set_label(info.sample_id, labels["label"])
     else:
@@ -347,6 +371,11 @@ class StudioTarget:
         self._skip_done = None if force or job_id is not None else settings
         self.verb = "proposed" if job_id is not None else "written"
         self.parallel = studio.limit.maximum  # samples loaded and written at once; the budget bounds requests
+
+    @property
+    def wrote(self) -> bool:
+        """Whether anything of this run may have reached the project."""
+        return self.studio.wrote
 
     def load(self, sample_id: int, admit: Callable[[SampleInfo], None] = lambda info: None) -> LoadedSample:
         return load_sample(self.studio, sample_id, self.job_id, self._skip_done, admit)

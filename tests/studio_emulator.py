@@ -75,6 +75,8 @@ class StudioState:
         # fault(method, path) -> None, or (status, headers, body) to answer instead, or "drop"
         self.fault = None
         self.latency_s = 0.0
+        # When set, the key is revoked once this many writes were accepted: every later request answers 401.
+        self.revoke_key_after_writes: int | None = None
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0  # requests being answered now, and the most at once
         self.connections: set[tuple[str, int]] = set()  # client addresses seen: one per TCP connection
@@ -196,7 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             status, headers, payload = fault
             return self._json(payload, status, headers)
-        if self.headers.get("x-api-key") != st.api_key:
+        with st.lock:
+            revoked = st.revoke_key_after_writes is not None and len(st.writes) >= st.revoke_key_after_writes
+        if revoked or self.headers.get("x-api-key") != st.api_key:
             return self._json({"success": False, "error": "Invalid API key"}, 401)
         try:
             self._route(method, url.path, query, body)

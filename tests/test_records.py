@@ -3,10 +3,13 @@
 import pytest
 
 from labeler.core import LabelSpec, Settings
-from labeler.records import (DISABLE, DISABLED_KEY, ENABLE, block_metadata, disabled_mark_after,
+from labeler.records import (DISABLE, DISABLED_KEY, ENABLE, STATUS_KEY, block_metadata, disabled_mark_after,
                              enabled_change)
 
-OURS = {DISABLED_KEY: "other-only"}
+OURS = {DISABLED_KEY: "other-only", STATUS_KEY: "done"}
+# The mark beside "labeling": a disable that was refused or cut short (earlier versions wrote the
+# mark before disabling), after which someone may have disabled the sample by hand.
+UNFINISHED = {DISABLED_KEY: "other-only", STATUS_KEY: "labeling"}
 SETTINGS = Settings((LabelSpec("Speech", "speech"),), "other", 1000, 1000, 0.2, "m")
 
 
@@ -19,6 +22,8 @@ SETTINGS = Settings((LabelSpec("Speech", "speech"),), "other", 1000, 1000, 0.2, 
     (OURS, True, True, True, ENABLE),
     ({}, True, True, True, None),  # someone else disabled it: never enabled
     (OURS, True, False, True, None),  # still nothing: stays disabled
+    (UNFINISHED, True, True, True, None),  # the mark is not trusted: never enabled
+    (UNFINISHED, True, True, False, None),
 ])
 def test_enabled_change(metadata, is_disabled, found, disable_other, expected):
     assert enabled_change(metadata, is_disabled, found, disable_other) == expected
@@ -30,6 +35,8 @@ def test_enabled_change(metadata, is_disabled, found, disable_other, expected):
     (OURS, True, None, True),  # still disabled by us
     (OURS, False, None, False),  # someone enabled it by hand: the mark is stale
     ({}, True, None, False),  # disabled by someone else: never claimed
+    (UNFINISHED, True, None, False),  # an untrusted mark is dropped, never claimed
+    (UNFINISHED, False, None, False),
 ])
 def test_disabled_mark_after(metadata, is_disabled, change, expected):
     assert disabled_mark_after(metadata, is_disabled, change) is expected

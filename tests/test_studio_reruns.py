@@ -69,3 +69,51 @@ def test_settings_fingerprint_is_recorded(project, run_block):
     assert settings == {"block": settings["block"], "model": "MIT/ast-finetuned-audioset-10-10-0.4593",
                         "labels": [["Dog", "doggo", 0.3]], "other": "other", "win_ms": 1000, "stride_ms": 500}
     assert STUDIO_KEY not in json.dumps(project.state.samples[101].metadata)
+
+
+# --- the disabled mark: the block only ever enables samples it really disabled ---------------------------
+
+
+def refuse_disable(method, path):
+    return (200, {}, {"success": False, "error": "Sample is locked"}) if path.endswith("/103/disable") else None
+
+
+def test_a_refused_disable_leaves_no_mark_so_a_later_hand_disable_is_kept(project, run_block):
+    project.state.fault = refuse_disable
+    assert run_block("--disable-other").code == 1  # 103 holds only noise: its disable is refused
+    sample = project.state.samples[103]
+    assert not sample.is_disabled and "ast_disabled" not in sample.metadata
+    project.state.fault = None
+    sample.is_disabled = True  # someone disables it by hand
+    result = run_block("--disable-other", labels="Speech\\nMusic\\nDog\\nVehicle")  # noise is now of interest
+    assert result.code == 0, result.out + result.err
+    assert sample.is_disabled and writes_per_sample(project, "enable") == {}
+    assert "ast_disabled" not in sample.metadata
+
+
+def test_a_stale_mark_is_dropped_before_a_refused_disable(project, run_block):
+    run_block()
+    # the block once disabled 103, then someone enabled it by hand: the mark is stale
+    project.state.samples[103].metadata["ast_disabled"] = "other-only"
+    project.state.fault = refuse_disable
+    assert run_block("--disable-other").code == 1
+    assert "ast_disabled" not in project.state.samples[103].metadata
+
+
+def test_a_mark_left_by_an_unfinished_disable_is_not_trusted(project, run_block):
+    # what earlier versions left when a disable was refused, after which 103 was disabled by hand
+    sample = project.state.samples[103]
+    sample.metadata = {"ast_status": "labeling", "ast_disabled": "other-only"}
+    sample.is_disabled = True
+    result = run_block("--disable-other", labels="Speech\\nMusic\\nDog\\nVehicle")
+    assert result.code == 0, result.out + result.err
+    assert sample.is_disabled and writes_per_sample(project, "enable") == {}
+    assert sample.metadata["ast_status"] == "done" and "ast_disabled" not in sample.metadata
+
+
+def test_a_sample_the_block_disabled_is_still_enabled_again(project, run_block):
+    assert run_block("--disable-other").code == 0
+    assert project.state.samples[103].is_disabled
+    result = run_block("--disable-other", labels="Speech\\nMusic\\nDog\\nVehicle")
+    assert result.code == 0 and not project.state.samples[103].is_disabled
+    assert writes_per_sample(project, "enable") == {103: 1}

@@ -253,6 +253,75 @@ def test_bad_ids_file(project, run_block, tmp_path, content, message):
     assert_nothing_touched(project)
 
 
+def test_project_id_must_be_ascii_digits(project, run_block):
+    result = run_block(env={"EI_PROJECT_ID": "\u00b2"})  # "²": str.isdigit() says yes, int() says no
+    assert result.code == 2 and "EI_PROJECT_ID '\u00b2' is not a positive integer" in result.err
+    assert "Traceback" not in result.err and len(result.err.strip().splitlines()) == 1
+    assert project.state.requests == []
+
+
+@pytest.mark.parametrize("other, labels, clash", [
+    ("dog", "Speech\\nDog", "Dog"),  # case-insensitive
+    ("Animal", "Speech\\nDog (animal)", "animal"),  # against the renamed output label
+])
+def test_other_label_equal_to_a_label_of_interest_is_refused(project, run_block, other, labels, clash):
+    result = run_block("--other-label", other, labels=labels)
+    assert result.code == 2
+    assert f"--other-label {other!r} is also a label of interest ({clash!r}" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert_nothing_touched(project)
+
+
+def test_unwritable_report_dir_stops_before_the_model_or_studio(project, hf, run_block, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    result = run_block("--report-dir", str(tmp_path / "a-file" / "report"))
+    assert result.code == 2 and "--report-dir" in result.err and "cannot write there" in result.err
+    assert hf.state.requests == [] and project.state.requests == []
+
+
+def test_repeated_ids_are_labeled_once_and_the_log_says_so(project, run_block):
+    result = run_block(ids=[101, 102, 101, 103, 101, 102])
+    assert result.code == 0, result.out + result.err
+    assert "2 sample ids listed more than once (101, 102); each sample is labeled once" in result.out
+    labels_written = [w.sample_id for w in project.state.writes if w.kind == "structured-labels"]
+    assert sorted(labels_written) == [101, 102, 103]
+    assert len(sample_requests(project, "/wav")) == 3
+    assert "Done: 3 of 3 samples labeled" in result.out
+
+
+# --- a configuration error in the middle of a run ------------------------------------------------------
+
+
+def test_key_revoked_after_some_writes_exits_1_not_2(project, run_block):
+    project.state.revoke_key_after_writes = 2  # one sample gets its labels and done mark, then 401s
+    result = run_block("--studio-concurrency", "1")
+    assert len(project.state.writes) >= 2
+    assert "Studio rejected EI_PROJECT_API_KEY" in result.err
+    assert result.code == 1  # 2 would say that nothing was written
+    assert "Traceback" not in result.out + result.err
+
+
+def test_a_write_whose_answer_never_came_counts_as_written(project, run_block):
+    posts = {"n": 0}
+
+    def drop_one_write_then_revoke(method, path):
+        if method != "POST":
+            return None
+        posts["n"] += 1  # the first write may have reached Studio: its connection dropped before the answer
+        return "drop" if posts["n"] == 1 else (401, {}, {"success": False, "error": "Invalid API key"})
+    project.state.fault = drop_one_write_then_revoke
+    result = run_block("--studio-concurrency", "1")
+    assert "Studio rejected EI_PROJECT_API_KEY" in result.err
+    assert result.code == 1  # 2 would promise that nothing was written
+
+
+def test_key_revoked_before_any_write_still_exits_2(project, run_block):
+    project.state.revoke_key_after_writes = 0  # reads go through, the first write is refused
+    result = run_block()
+    assert project.state.writes == [] and "Studio rejected EI_PROJECT_API_KEY" in result.err
+    assert result.code == 2
+
+
 def test_inference_endpoint_rejecting_the_token_stops_the_run(project, run_block):
     result = run_block(env={"HF_TOKEN": "hf_wrong"})
     assert result.code == 2 and "rejected the token" in result.err
@@ -368,6 +437,40 @@ def test_keys_never_appear_in_output_or_metadata(project, hf, run_block):
     text = "".join(r.out + r.err for r in outputs) + json.dumps([w.body for w in project.state.writes])
     assert STUDIO_KEY not in text and HF_TOKEN not in text
     assert STUDIO_KEY[:12] not in text and HF_TOKEN[:12] not in text
+
+
+def test_keys_never_appear_even_when_errors_quote_them(project, hf, run_block, tmp_path):
+    # A service (or a proxy) that quotes the request's credentials in its refusal.
+    echo = f"request with x-api-key {STUDIO_KEY} and Authorization: Bearer {HF_TOKEN} refused"
+    project.state.fault = lambda method, path: (200, {}, {"success": False, "error": echo}) \
+        if path.endswith("/102/structured-labels") else None
+    result = run_block("--report-dir", str(tmp_path / "report"))
+    assert result.code == 1 and "Studio refused writing labels of sample 102" in result.out
+    assert project.state.labels_of(101) == EXPECTED_16K[101]  # the other samples are labeled
+    files = "".join(p.read_text() for p in (tmp_path / "report").rglob("*") if p.is_file())
+    text = result.out + result.err + files
+    assert STUDIO_KEY not in text and HF_TOKEN not in text and "[redacted]" in result.out
+
+
+@pytest.mark.parametrize("name, value", [
+    ("EI_PROJECT_API_KEY", STUDIO_KEY[:16] + "\r\n" + STUDIO_KEY[16:]),
+    ("HF_TOKEN", HF_TOKEN[:12] + "\n" + HF_TOKEN[12:]),
+    ("HF_API_KEY", HF_TOKEN[:12] + " " + HF_TOKEN[12:]),
+])
+def test_key_with_a_line_break_is_refused_without_showing_it(project, hf, run_block, name, value):
+    env = {name: value, "HF_TOKEN": None} if name == "HF_API_KEY" else {name: value}
+    result = run_block(env=env)
+    assert result.code == 2
+    assert f"{name} holds a line break, space or other character no key has" in result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+    for part in value.split():
+        assert part not in result.out + result.err
+    assert project.state.writes == []
+
+
+def test_whitespace_around_a_key_is_ignored(project, run_block):
+    result = run_block(env={"HF_TOKEN": HF_TOKEN + "\n", "EI_PROJECT_API_KEY": " " + STUDIO_KEY + "\r\n"})
+    assert result.code == 0, result.out + result.err
 
 
 # --- the command line as Studio runs it ---------------------------------------------------------
