@@ -70,11 +70,10 @@ def _describe_bytes(data: bytes) -> str:
 
 
 def _out_of_memory(rate_hz: int, frames: int, channels: int) -> BadAudio:
-    hours = frames / rate_hz / 3600
     result_mb = math.ceil(frames * MODEL_RATE_HZ / rate_hz) * 4 / 2**20
-    return BadAudio(f"not enough memory to decode it ({hours:.2f} h at {rate_hz} Hz, {channels} channel"
-                       f"{'s' * (channels != 1)}; its 16 kHz mono audio alone takes {result_mb:.0f} MB): free "
-                       "memory (fewer parallel jobs) or split the file")
+    return BadAudio(f"not enough memory to decode it ({frames / rate_hz:.0f} s at {rate_hz} Hz, {channels} "
+                    f"channel{'s' * (channels != 1)}; its 16 kHz mono audio alone takes {result_mb:.0f} MB): "
+                    "give the block more memory, or split the file into shorter ones")
 
 
 def _decode_open_file(sf, rate_hz: int, frames: int) -> np.ndarray:
@@ -89,7 +88,7 @@ def _decode_open_file(sf, rate_hz: int, frames: int) -> np.ndarray:
         mono = to_mono(block)
         if (bad := first_non_finite(mono)) is not None:
             raise BadAudio(f"the audio holds NaN or infinite values (the first at {(decoded + bad) / rate_hz:.3f} "
-                              "s); fix the recording or re-export it as integer PCM (e.g. 16-bit WAV)")
+                           "s); fix the file, e.g. export it again from its source as 16-bit PCM")
         decoded += len(mono)
         filled = _append(out, filled, mono if stream is None else stream.resample_chunk(mono, last=False))
     if stream is not None:
@@ -115,7 +114,7 @@ def decode_16k(source: str | IO[bytes],
     try:
         sf = soundfile.SoundFile(source)
     except MemoryError:
-        raise BadAudio("not enough memory to open it: free memory (fewer parallel jobs)") from None
+        raise BadAudio("not enough memory to open it: give the block more memory") from None
     except Exception as exc:  # noqa: BLE001 - soundfile raises its own and RuntimeError variants
         raise UndecodableAudio(str(exc)) from None
     with sf:

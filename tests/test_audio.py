@@ -115,7 +115,7 @@ def test_running_out_of_memory_says_memory_not_corrupt(monkeypatch):
         raise MemoryError()
 
     monkeypatch.setattr(labeler.audio, "to_mono", no_memory)
-    with pytest.raises(BadAudio, match=r"not enough memory to decode it \(0\.00 h at 44100 Hz, 2 channels") as error:
+    with pytest.raises(BadAudio, match=r"not enough memory to decode it \(1 s at 44100 Hz, 2 channels") as error:
         decode_16k(float_wav(np.zeros((44100, 2), np.float32), 44100))
     assert not isinstance(error.value, UndecodableAudio) and "corrupt" not in str(error.value)
 

@@ -91,7 +91,7 @@ def test_running_out_of_memory_names_the_file_and_says_memory(run_block, folder,
     monkeypatch.setattr(labeler.audio, "to_mono", short_of_memory_for_three_channels)
     result = run_folder(run_block, folder)
     assert result.code == 1
-    assert "surround.wav: not enough memory to decode it (0.00 h at 48000 Hz, 3 channels" in result.out
+    assert "surround.wav: not enough memory to decode it (1 s at 48000 Hz, 3 channels" in result.out
     assert "corrupt" not in result.out and "cannot decode" not in result.out
     assert labeled_paths(folder) == ["dog.flac", "music.wav"]
 
