@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 import numpy as np
@@ -22,9 +23,18 @@ MODEL_RATE_HZ = 16_000
 MODEL_MAX_INPUT_MS = 10_240
 # One 25 ms analysis frame: the shortest input a model server accepts.
 MODEL_FRAME_SAMPLES = 400
-# A long file is decoded, mixed down and resampled this many seconds at a time, so only its 16 kHz
-# mono result is ever held whole (a 1-hour 48 kHz stereo WAV decoded at once took ~2.5 GB).
-DECODE_BLOCK_S = 30
+# A file is decoded, mixed down and resampled this many values (frames x channels) at a time, so
+# only its 16 kHz mono result is ever held whole: 30 s of 48 kHz mono, 5.8 MB as float32, whatever
+# the rate and channel count (a 1-hour 48 kHz stereo file read whole took ~3 GB).
+DECODE_BLOCK_VALUES = 1_440_000
+
+
+class BadAudio(SampleError):
+    """The file's audio cannot be labeled (the message says why; the caller names the file)."""
+
+
+class UndecodableAudio(BadAudio):
+    """libsndfile cannot read the file: corrupt, truncated, or in a format it does not know."""
 
 
 def window_audio(audio_16k: np.ndarray, window: Window, frequency_hz: float) -> np.ndarray:
@@ -33,52 +43,23 @@ def window_audio(audio_16k: np.ndarray, window: Window, frequency_hz: float) -> 
     start, stop = round(window.start_ix * ratio), round(window.stop_ix * ratio)
     return audio_16k[start : max(stop, start + 1)]
 
-def decode_wav_file_16k(fh: IO[bytes]) -> tuple[np.ndarray, int, int]:
-    """Decode a seekable WAV file block by block to float32 mono at the model rate.
 
-    Returns (audio at MODEL_RATE_HZ, the file's rate, the file's frame count). Memory: the result
-    plus one block, whatever the file's length, rate and channel count.
-    """
-    import soundfile
-    import soxr
+def to_mono(frames: np.ndarray) -> np.ndarray:
+    """(frames, channels) to contiguous float32 mono: a view for one channel, the channel mean otherwise."""
+    mono = frames[:, 0] if frames.shape[1] == 1 else frames.mean(axis=1)
+    return np.ascontiguousarray(mono, dtype=np.float32)
 
-    head = fh.read(80)
-    if not head.startswith(b"RIFF"):
-        raise SampleError(f"Studio did not return a WAV file ({_describe_bytes(head)})")
-    fh.seek(0)
-    try:
-        with soundfile.SoundFile(fh) as sf:
-            rate, frames = int(sf.samplerate), int(sf.frames)
-            if frames == 0:
-                raise SampleError("the WAV file holds no audio frames")
-            out = np.empty(math.ceil(frames * MODEL_RATE_HZ / rate), dtype=np.float32)
-            stream = None if rate == MODEL_RATE_HZ else soxr.ResampleStream(rate, MODEL_RATE_HZ, 1, "float32", "HQ")
-            filled = 0
-            for block in sf.blocks(blocksize=DECODE_BLOCK_S * rate, dtype="float32", always_2d=True):
-                mono = to_mono(block)
-                if stream is not None:
-                    mono = stream.resample_chunk(mono, last=False)
-                filled = _append(out, filled, mono)
-            if stream is not None:
-                filled = _append(out, filled, stream.resample_chunk(np.zeros(0, np.float32), last=True))
-    except SampleError:
-        raise
-    except Exception as exc:  # soundfile raises its own and RuntimeError variants
-        raise SampleError(f"the WAV file is corrupt ({exc})") from None
-    out[filled:] = 0.0  # the resampler may end a few samples short of the exact length
-    return out, rate, frames
+
+def first_non_finite(audio: np.ndarray) -> int | None:
+    """Index of the first NaN or infinite value, or None (0.2 ms per block of 1.44 M values)."""
+    finite = np.isfinite(audio)
+    return None if finite.all() else int(np.argmin(finite))
 
 
 def _append(out: np.ndarray, filled: int, chunk: np.ndarray) -> int:
     take = min(len(chunk), len(out) - filled)
     out[filled : filled + take] = chunk[:take]
     return filled + take
-
-
-def to_mono(frames: np.ndarray) -> np.ndarray:
-    """(frames, channels) to contiguous float32 mono: a view for one channel, the channel mean otherwise."""
-    mono = frames[:, 0] if frames.shape[1] == 1 else frames.mean(axis=1)
-    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 def _describe_bytes(data: bytes) -> str:
@@ -88,15 +69,79 @@ def _describe_bytes(data: bytes) -> str:
     return f"{len(data)} bytes starting {head!r}"
 
 
-def resample_to_model_rate(audio: np.ndarray, rate_hz: int) -> np.ndarray:
-    """Resample once per sample; windows are then views into the result."""
-    if rate_hz == MODEL_RATE_HZ:
-        return audio
-    import librosa
+def _out_of_memory(rate_hz: int, frames: int, channels: int) -> BadAudio:
+    result_mb = math.ceil(frames * MODEL_RATE_HZ / rate_hz) * 4 / 2**20
+    return BadAudio(f"not enough memory to decode it ({frames / rate_hz:.0f} s at {rate_hz} Hz, {channels} "
+                    f"channel{'s' * (channels != 1)}; its 16 kHz mono audio alone takes {result_mb:.0f} MB): "
+                    "give the block more memory, or split the file into shorter ones")
 
-    return librosa.resample(audio, orig_sr=rate_hz, target_sr=MODEL_RATE_HZ, res_type="soxr_hq").astype(
-        np.float32, copy=False
-    )
+
+def _decode_open_file(sf, rate_hz: int, frames: int) -> np.ndarray:
+    """Read, mix down, check and resample one block at a time into the preallocated 16 kHz result."""
+    import soxr
+
+    out = np.empty(math.ceil(frames * MODEL_RATE_HZ / rate_hz), dtype=np.float32)
+    stream = None if rate_hz == MODEL_RATE_HZ else soxr.ResampleStream(rate_hz, MODEL_RATE_HZ, 1, "float32", "HQ")
+    buffer = np.empty((max(1, DECODE_BLOCK_VALUES // sf.channels), sf.channels), dtype=np.float32)
+    filled = decoded = 0
+    while len(block := sf.read(out=buffer)):
+        mono = to_mono(block)
+        if (bad := first_non_finite(mono)) is not None:
+            raise BadAudio(f"the audio holds NaN or infinite values (the first at {(decoded + bad) / rate_hz:.3f} "
+                           "s); fix the file, e.g. export it again from its source as 16-bit PCM")
+        decoded += len(mono)
+        filled = _append(out, filled, mono if stream is None else stream.resample_chunk(mono, last=False))
+    if stream is not None:
+        filled = _append(out, filled, stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    out[filled:] = 0.0  # the resampler may end a few samples short of the exact length
+    return out
+
+
+def decode_16k(source: str | IO[bytes],
+               header: Callable[[int, int], None] = lambda rate_hz, frames: None) -> tuple[np.ndarray, int, int]:
+    """Decode a file (a path or a seekable file object, any format libsndfile reads: WAV, FLAC,
+    Ogg Vorbis/Opus, MP3, AIFF) block by block to float32 mono at the model rate.
+
+    ``header(rate_hz, frames)`` runs once the header is read and before any audio is decoded; it
+    may wait for memory, or raise to stop. Returns (audio at MODEL_RATE_HZ, the file's rate, the
+    file's frame count). Memory: the result plus one block, whatever the file's length, rate and
+    channel count. Raises BadAudio for an empty file, NaN or infinite values, or memory running
+    out, and its UndecodableAudio for what libsndfile cannot read; what ``header`` raises passes
+    through untouched.
+    """
+    import soundfile
+
+    try:
+        sf = soundfile.SoundFile(source)
+    except MemoryError:
+        raise BadAudio("not enough memory to open it: give the block more memory") from None
+    except Exception as exc:  # noqa: BLE001 - soundfile raises its own and RuntimeError variants
+        raise UndecodableAudio(str(exc)) from None
+    with sf:
+        rate_hz, frames, channels = int(sf.samplerate), int(sf.frames), int(sf.channels)
+        if frames == 0:
+            raise BadAudio("the file holds no audio frames")
+        header(rate_hz, frames)
+        try:
+            return _decode_open_file(sf, rate_hz, frames), rate_hz, frames
+        except BadAudio:
+            raise
+        except MemoryError:
+            raise _out_of_memory(rate_hz, frames, channels) from None
+        except Exception as exc:  # noqa: BLE001 - a file that breaks off mid-way
+            raise UndecodableAudio(str(exc)) from None
+
+
+def decode_wav_file_16k(fh: IO[bytes]) -> tuple[np.ndarray, int, int]:
+    """decode_16k for a Studio download, which must be a WAV file (Studio answers errors as JSON)."""
+    head = fh.read(80)
+    if not head.startswith(b"RIFF"):
+        raise SampleError(f"Studio did not return a WAV file ({_describe_bytes(head)})")
+    fh.seek(0)
+    try:
+        return decode_16k(fh)
+    except UndecodableAudio as exc:
+        raise SampleError(f"the WAV file is corrupt ({exc})") from None
 
 
 def encode_audio_16k(audio: np.ndarray) -> bytes:

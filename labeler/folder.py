@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .audio import resample_to_model_rate, to_mono
+from .audio import BadAudio, UndecodableAudio, decode_16k
 from .core import (ConfigError, LoadedSample, SampleError, SampleInfo, Settings, check_writable_folder, log, plural,
                    write_file_atomically)
 from .records import STATUS_DONE, block_metadata, segment_json
@@ -89,19 +89,19 @@ class FolderTarget:
         return list(range(1, len(self.files) + 1))
 
     def load(self, key: int, admit=lambda info: None) -> LoadedSample:
-        import soundfile
-
+        """Decode one file block by block; ``admit`` sees its length (from the header) first."""
         path = self.files[key - 1]
+
+        def header(rate_hz: int, frames: int) -> None:
+            admit(SampleInfo(key, path, float(rate_hz), frames, 0, {}))
+
         try:
-            audio, rate = soundfile.read(os.path.join(self.root, path), dtype="float32", always_2d=True)
-        except Exception as exc:  # noqa: BLE001 - libsndfile raises several types
+            audio, rate_hz, frames = decode_16k(os.path.join(self.root, path), header)
+        except UndecodableAudio as exc:
             raise SampleError(f"{path}: cannot decode it ({exc})") from None
-        if audio.shape[0] == 0:
-            raise SampleError(f"{path}: the file holds no audio frames")
-        mono = to_mono(audio)
-        info = SampleInfo(key, path, float(rate), len(mono), 0, {})
-        admit(info)  # files are read whole; this keeps the pipeline's audio accounting uniform
-        return LoadedSample(info, resample_to_model_rate(mono, int(rate)))
+        except BadAudio as exc:
+            raise SampleError(f"{path}: {exc}") from None
+        return LoadedSample(SampleInfo(key, path, float(rate_hz), frames, 0, {}), audio)
 
     def write(self, info: SampleInfo, labeling: Labeling) -> None:  # no note for the log line
         entry = {"path": info.name, "name": os.path.splitext(os.path.basename(info.name))[0],

@@ -8,6 +8,7 @@ when a plot is drawn.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import threading
@@ -24,6 +25,22 @@ from .timeline import Labeling, Window, class_index
 def _safe_name(info: SampleInfo) -> str:
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.splitext(info.name)[0]).strip("_") or "sample"
     return f"{info.sample_id}_{stem}"[:120]
+
+
+def _json_safe(value):
+    """``value`` with every NaN or infinity (a backend's bad score) replaced by None, i.e. null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _dumps(value, **kwargs) -> str:
+    """Strict JSON (no bare NaN, which JSON parsers reject) of what the report writes."""
+    return json.dumps(_json_safe(value), allow_nan=False, **kwargs)
 
 
 class Report:
@@ -47,8 +64,8 @@ class Report:
         hz = info.frequency_hz
         lines = []
         for window, row in zip(windows, scores):
-            top = np.argsort(row)[::-1][: self.TOP_K]
-            lines.append(json.dumps({
+            top = np.argsort(np.where(np.isfinite(row), row, -np.inf))[::-1][: self.TOP_K]  # NaN, inf rank last
+            lines.append(_dumps({
                 "sample_id": info.sample_id, "name": info.name, "start_ix": window.start_ix,
                 "end_ix": window.stop_ix - 1, "start_s": round(window.start_ix / hz, 4),
                 "end_s": round(window.stop_ix / hz, 4),
@@ -60,8 +77,8 @@ class Report:
         with self._lock:
             self._windows.write("\n".join(lines) + "\n")
             single = {} if labeling.single_label is None else {"label": labeling.single_label}
-            self._segments.write(json.dumps({"sample_id": info.sample_id, "name": info.name, **single,
-                                             "segments": segments, **labeling.confidence}) + "\n")
+            self._segments.write(_dumps({"sample_id": info.sample_id, "name": info.name, **single,
+                                         "segments": segments, **labeling.confidence}) + "\n")
             for seg in segments:
                 total = self._totals.setdefault(seg["label"], {"segments": 0, "seconds": 0.0, "samples": set()})
                 total["segments"] += 1
@@ -75,7 +92,7 @@ class Report:
         self._segments.close()
         totals = {label: {"segments": t["segments"], "seconds": round(t["seconds"], 3), "samples": len(t["samples"])}
                   for label, t in sorted(self._totals.items())}
-        write_file_atomically(os.path.join(self.folder, "label_totals.json"), json.dumps(totals, indent=2))
+        write_file_atomically(os.path.join(self.folder, "label_totals.json"), _dumps(totals, indent=2))
 
 
 class Plotter:

@@ -53,6 +53,12 @@ def test_report_has_one_line_per_window_with_top_scores(report):
     assert first["top"][0] == ["Speech", 0.8] and len(first["top"]) == 5
     assert first["labels_of_interest"] == {"Speech": 0.8, "Music": 0.02, "Dog": 0.02}
     assert first["end_ix"] == 15999 and first["end_s"] == 1.0
+    # Each label of interest read from its own column: a music and a dog window score differently.
+    music = next(x for x in lines if x["sample_id"] == 101 and x["start_ix"] == 48000)
+    dog = next(x for x in lines if x["sample_id"] == 102 and x["start_ix"] == 0)
+    assert music["labels_of_interest"] == {"Speech": 0.02, "Music": 0.9, "Dog": 0.02}
+    assert dog["labels_of_interest"] == {"Speech": 0.02, "Music": 0.02, "Dog": 0.7}
+    assert music["top"][:2] == [["Music", 0.9], ["Guitar", 0.5]] and (music["start_s"], music["end_s"]) == (3.0, 4.0)
 
 
 def test_report_lists_segments_and_label_totals(report):
@@ -74,6 +80,40 @@ def test_audacity_label_files_parse(report, project):
         assert starts[0] == 0 and all(s < e for s, e in zip(starts, ends)) and starts[1:] == ends[:-1]
         sample_id = int(path.name.split("_")[0])
         assert [r[2] for r in rows] == [seg["label"] for seg in project.state.labels_of(sample_id)]
+
+
+def strict_json(text):
+    def reject(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=reject)
+
+
+def test_report_files_stay_valid_json_when_a_backend_scores_nan_or_inf(tmp_path):
+    from labeler.core import LabelSpec, LoadedSample, SampleInfo, Settings
+    from labeler.review import Report
+    from labeler.timeline import label_sample, plan_windows
+
+    settings = Settings((LabelSpec("Speech", "Speech"), LabelSpec("Music", "Music")), "other", 1000, 1000, 0.2, "m")
+    names = ["Speech", "Music", "Dog", "Bark", "Silence", "Wind"]
+    scores = np.array([[0.9, np.nan, 0.1, np.inf, 0.05, 0.01],
+                       [0.1, 0.8, -np.inf, 0.3, np.nan, 0.2]])
+    audio = np.zeros(32000, np.float32)
+    windows = plan_windows(len(audio), 16000, 1000, 1000)
+    labeling = label_sample(windows, np.nan_to_num(scores, nan=0, posinf=0, neginf=0), len(audio), 16000, settings,
+                            {"speech": 0, "music": 1})
+    report = Report(str(tmp_path), settings, names)
+    report.sample_labeled(LoadedSample(SampleInfo(7, "x.wav", 16000.0, len(audio), 0, {}), audio), windows, scores,
+                          labeling)
+    report.finish()
+    first, second = map(strict_json, (tmp_path / "windows.jsonl").read_text().splitlines())
+    # Finite scores rank first; what cannot be written as a number is null.
+    assert first["top"] == [["Speech", 0.9], ["Dog", 0.1], ["Silence", 0.05], ["Wind", 0.01], ["Bark", None]]
+    assert first["labels_of_interest"] == {"Speech": 0.9, "Music": None}
+    assert second["top"][:4] == [["Music", 0.8], ["Bark", 0.3], ["Wind", 0.2], ["Speech", 0.1]]
+    assert [s["label"] for s in strict_json((tmp_path / "segments.jsonl").read_text())["segments"]] == ["Speech",
+                                                                                                         "Music"]
+    assert strict_json((tmp_path / "label_totals.json").read_text())["Music"]["seconds"] == 1.0
 
 
 # --- plots ------------------------------------------------------------------------------------------
