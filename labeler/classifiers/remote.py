@@ -1,7 +1,7 @@
 """The remote backend: windows posted to an endpoint that speaks the Hugging Face
 audio-classification protocol (dedicated Inference Endpoints, self-hosted servers), with
-concurrency that backs off on 429, retries for loading models and transient failures, and the
-model's label list read from the hub.
+concurrency that backs off on 429, retries for loading models, starting endpoints and transient
+failures, and the model's label list read from the hub (or learned from the endpoint's answer).
 
 May import: ``core``, ``audio``, ``timeline``. ``requests`` is imported when a client is built.
 """
@@ -19,7 +19,7 @@ import numpy as np
 
 from ..audio import MODEL_FRAME_SAMPLES, MODEL_RATE_HZ, encode_audio_16k
 from ..core import (HTTP_BACKOFF_MAX_S, AdaptiveLimit, AuthError, ConfigError, FatalInferenceError, InferenceError,
-                    backoff_s, log, retry_after_s)
+                    backoff_s, retry_after_s)
 from ..timeline import class_index
 
 DEFAULT_INFERENCE_URL = "https://router.huggingface.co/hf-inference/models/{model}"
@@ -102,7 +102,7 @@ class RemoteClassifier:
         """Scores of every window; waits for all of them, then names the ones that failed.
 
         InferenceError carries ``failed`` (indices) and the rows of the rest; errors that no retry
-        mends (FatalInferenceError, ConfigError, AuthError) propagate at once.
+        mends (FatalInferenceError, ConfigError, AuthError) propagate, cancelling windows not yet sent.
         """
         futures = [self._pool.submit(self._classify_one, w) for w in windows]
         rows = np.zeros((len(windows), len(self.class_names)), np.float32)
