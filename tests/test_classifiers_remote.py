@@ -174,7 +174,7 @@ def test_cold_endpoint_is_waited_for_until_it_answers(hf):
 def test_cold_endpoint_wait_is_bounded_by_max_wait(hf):
     hf.state.cold_requests = 10**6
     started = time.monotonic()
-    with pytest.raises(ConfigError, match=r"still loading the model \(endpoint starting \(HTTP 503"):
+    with pytest.raises(ConfigError, match=r"still loading the model after 1 s \(endpoint starting \(HTTP 503"):
         classifier(hf, concurrency=1, max_wait_s=1).preflight()
     assert time.monotonic() - started < 3
 

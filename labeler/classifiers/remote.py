@@ -174,8 +174,8 @@ class RemoteClassifier:
             polls += loading
             if time.monotonic() + wait > deadline:
                 if loading:
-                    self._unavailable = (f"{self.name} was still loading the model ({problem}) after "
-                                         f"{self._max_wait_s:g} s; try again later or raise --max-wait-s")
+                    self._unavailable = (f"{self.name} was still loading the model after {self._max_wait_s:g} s "
+                                         f"({problem}); try again later or raise --max-wait-s")
                     raise FatalInferenceError(self._unavailable)
                 break
             time.sleep(wait)
