@@ -108,6 +108,9 @@ class InferenceState:
     capacity: int = 0  # when > 0, requests beyond this many in flight answer 429 (a saturated endpoint)
     redirect_to: str | None = None  # answer POSTs with a 307 to this URL
     config_redirect_to: str | None = None  # answer the config.json GET with a 302 to this URL
+    # Classifier hardening: a window the server always fails on, an endpoint scaled to zero mid-run.
+    fail_label: str | None = None  # windows whose best label is this one answer 500 on every attempt
+    cold_after: int = 0  # when > 0, every request after the first N answers 503 with no estimated_time
     count: int = 0
     faults: int = 0  # injected fault answers (loading, 429, 5xx, drops)
     in_flight: int = 0
@@ -143,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
             n = st.count
             st.in_flight += 1
             st.max_in_flight = max(st.max_in_flight, st.in_flight)
-            record = {"path": self.path, "headers": dict(self.headers), "size": len(body)}
+            record = {"path": self.path, "headers": dict(self.headers), "size": len(body), "at": time.monotonic()}
             st.requests.append(record)
         try:
             if st.latency_s:
@@ -159,7 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json({}, 307, {"Location": st.redirect_to})
         if st.token and self.headers.get("Authorization") != f"Bearer {st.token}":
             return self._json({"error": "Invalid credentials in Authorization header"}, 401)
-        if n <= st.cold_requests:
+        if n <= st.cold_requests or (st.cold_after and n > st.cold_after):
             self._count_fault()
             return self._json({"error": "Service Unavailable"}, 503)
         if st.error_after and n > st.error_after:
@@ -194,6 +197,9 @@ class _Handler(BaseHTTPRequestHandler):
         with st.lock:
             record.update(params=params, rate=rate, seconds=len(audio) / rate)
         scores = SCORERS[st.scoring](audio, rate)
+        if st.fail_label and max(scores, key=scores.get) == st.fail_label:
+            self._count_fault()
+            return self._json({"error": "unknown error"}, 500)
         if params.get("function_to_apply", "softmax") == "softmax":
             total = sum(np.exp(v) for v in scores.values())
             scores = {k: float(np.exp(v) / total) for k, v in scores.items()}

@@ -1,5 +1,8 @@
 """The local backend: AST loaded with transformers from tiny models the tests build and save."""
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 from transformers import ASTFeatureExtractor, BertConfig, BertForSequenceClassification
@@ -7,7 +10,7 @@ from transformers import ASTFeatureExtractor, BertConfig, BertForSequenceClassif
 from audio import DOG_HZ, MUSIC_HZ, noise, silence, tone
 from inference_emulator import LABELS
 from labeler.classifiers.local import LocalClassifier, TorchFbank, resolve_device_dtype
-from labeler.core import ConfigError
+from labeler.core import ConfigError, InferenceError
 
 
 def windows_of_mixed_lengths():
@@ -146,3 +149,125 @@ def test_unloadable_model_stops_before_touching_samples(project, run_block, tmp_
     result = run_block("--model", model, backend="local")
     assert result.code == 2 and message in result.err and "Traceback" not in result.err
     assert project.state.writes == [] and not [r for r in project.state.requests if "/raw-data/" in r.path]
+
+
+# --- out of memory, corrupt models, name ------------------------------------------------------------
+
+
+def test_name_says_where_inference_runs(dog_model):
+    assert LocalClassifier(str(dog_model), "cpu", "float32").name == f"the local model {dog_model} on cpu"
+
+
+def cuda_oom():
+    import torch
+
+    return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def cpu_oom():
+    return RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                        "you tried to allocate 1073741824 bytes. Error code 12 (Cannot allocate memory)")
+
+
+def limit_forward(monkeypatch, classifier, fails):
+    """Make the model's forward raise ``fails(batch_size, call_number)`` when that returns an exception."""
+    forward, calls = classifier._model.forward, []
+
+    def tight_forward(*args, **kwargs):
+        calls.append(kwargs["input_values"].shape[0])
+        problem = fails(calls[-1], len(calls))
+        if problem is not None:
+            raise problem
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(classifier._model, "forward", tight_forward)
+    return calls
+
+
+@pytest.mark.parametrize("oom", [cuda_oom, cpu_oom])
+def test_out_of_memory_halves_the_batch_and_scores_stay_the_same(random_model, monkeypatch, capsys, oom):
+    windows = windows_of_mixed_lengths() * 2
+    expected = LocalClassifier(str(random_model), "cpu", "float32", batch_size=16).classify(windows)
+    tight = LocalClassifier(str(random_model), "cpu", "float32", batch_size=16)
+    capsys.readouterr()
+    calls = limit_forward(monkeypatch, tight, lambda batch, _: oom() if batch > 3 else None)
+    assert np.abs(tight.classify(windows) - expected).max() < 1e-5  # batch size moves only float rounding
+    assert calls[:3] == [16, 8, 4] and set(calls[3:]) == {2} and tight.batch_size == 2
+    assert capsys.readouterr().out.count("ran out of memory with batch 16; continuing with batch 2") == 1
+    calls.clear()
+    tight.classify(windows)
+    assert set(calls) == {2}  # the smaller batch is kept: no more failed attempts
+    assert "ran out of memory" not in capsys.readouterr().out
+
+
+def test_window_that_runs_out_of_memory_alone_fails_with_the_rows_before_it(random_model, monkeypatch):
+    windows = windows_of_mixed_lengths()
+    expected = LocalClassifier(str(random_model), "cpu", "float32", batch_size=4).classify(windows)
+    tight = LocalClassifier(str(random_model), "cpu", "float32", batch_size=4)
+    limit_forward(monkeypatch, tight, lambda batch, call: cuda_oom() if call > 1 else None)  # only the first batch fits
+    with pytest.raises(InferenceError, match="ran out of memory on a single window") as caught:
+        tight.classify(windows)
+    assert caught.value.failed == (4, 5, 6, 7)
+    assert np.abs(caught.value.scores[:4] - expected[:4]).max() < 1e-5
+
+
+def test_other_model_errors_propagate(random_model, monkeypatch):
+    classifier = LocalClassifier(str(random_model), "cpu", "float32", batch_size=4)
+    limit_forward(monkeypatch, classifier, lambda batch, call: ValueError("weights are NaN"))
+    with pytest.raises(ValueError, match="weights are NaN"):
+        classifier.classify(windows_of_mixed_lengths())
+
+
+def truncate_weights(folder):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+def edit_json(name, change):
+    def edit(folder):
+        path = folder / name
+        path.write_text(change(path.read_text()))
+    return edit
+
+
+def drop_keys(*keys):
+    def drop(text):
+        config = json.loads(text)
+        for key in keys:
+            config.pop(key)
+        return json.dumps(config)
+    return drop
+
+
+def set_key(key, value):
+    return lambda text: json.dumps({**json.loads(text), key: value})
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (truncate_weights, "its weights file is damaged or incomplete"),
+    (edit_json("config.json", lambda text: text[: len(text) // 2]), "is not a valid JSON file"),
+    (edit_json("config.json", drop_keys("id2label", "label2id")), "its weights do not fit the shapes in its config"),
+    (edit_json("config.json", drop_keys("hidden_size")), "its weights do not fit the shapes in its config"),
+    (edit_json("config.json", set_key("hidden_size", "big")), "hidden_size"),
+    (edit_json("preprocessor_config.json", set_key("num_mel_bins", 64)), "loaded, but fails on a test window"),
+], ids=["truncated-weights", "config-not-json", "config-without-labels", "config-without-hidden-size",
+        "config-with-a-bad-field", "extractor-does-not-fit-the-model"])
+def test_corrupt_model_is_a_config_error(project, run_block, dog_model, tmp_path, corrupt, message):
+    broken = tmp_path / "broken-model"
+    shutil.copytree(dog_model, broken)
+    corrupt(broken)
+    result = run_block("--model", str(broken), backend="local")
+    assert result.code == 2, result.out + result.err
+    assert result.err.startswith(f"ERROR: --model {broken}: ") and message in result.err
+    assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.out + result.err
+    assert project.state.writes == [] and not [r for r in project.state.requests if "/raw-data/" in r.path]
+
+
+def test_weight_mismatch_report_stays_out_of_the_job_log(dog_model, tmp_path, capfd, caplog):
+    broken = tmp_path / "broken-model"
+    shutil.copytree(dog_model, broken)
+    edit_json("config.json", drop_keys("id2label", "label2id"))(broken)
+    with pytest.raises(ConfigError, match="its weights do not fit"):
+        LocalClassifier(str(broken), "cpu", "float32")
+    captured = capfd.readouterr()
+    assert "MISMATCH" not in captured.out + captured.err + caplog.text  # transformers' table of mismatched tensors

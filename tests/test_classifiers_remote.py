@@ -5,11 +5,12 @@ import time
 import numpy as np
 import pytest
 
-from audio import MUSIC_HZ, SPEECH_HZ, silence, tone
+from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, silence, tone
 from conftest import HF_TOKEN
-from inference_emulator import LABELS
-from labeler.classifiers.remote import RemoteClassifier
+from inference_emulator import LABELS, MODEL_ID
+from labeler.classifiers.remote import HEARD_SAMPLES, HTTP_MAX_ATTEMPTS, LEARN_TOP_K, RemoteClassifier
 from labeler.core import AuthError, ConfigError, FatalInferenceError, InferenceError
+from studio_emulator import EmuSample
 
 
 def classifier(hf, token=HF_TOKEN, concurrency=4, max_wait_s=30.0):
@@ -41,11 +42,19 @@ def test_windows_are_classified_concurrently(hf):
     assert hf.state.max_in_flight > 1 and hf.state.max_in_flight <= 8
 
 
+def gaps_s(hf) -> list[float]:
+    """Seconds between consecutive requests the emulator received."""
+    times = [r["at"] for r in hf.state.requests]
+    return [b - a for a, b in zip(times, times[1:])]
+
+
 def test_loading_model_is_waited_for(hf):
     hf.state.loading_requests = 2
     scores = classifier(hf, concurrency=1).classify([tone(MUSIC_HZ, 1, 16000)])
     assert scores[0, LABELS.index("Music")] == pytest.approx(0.9)
     assert hf.state.count == 3
+    # estimated_time 0.2 s is waited as 1 s (the floor); the test backoff (20 ms) cannot explain it
+    assert all(0.95 <= gap < 1.5 for gap in gaps_s(hf))
 
 
 def test_model_that_never_loads_is_fatal_within_the_wait_bound(hf):
@@ -53,7 +62,7 @@ def test_model_that_never_loads_is_fatal_within_the_wait_bound(hf):
     started = time.monotonic()
     with pytest.raises(FatalInferenceError, match="still loading"):
         classifier(hf, max_wait_s=2).classify([tone(MUSIC_HZ, 1, 16000)])
-    assert time.monotonic() - started < 5
+    assert 0.95 <= time.monotonic() - started < 5  # it did wait (1 s per loading answer), then gave up
 
 
 @pytest.mark.parametrize("fault", ["rate_limit_every", "error_every", "drop_every"])
@@ -71,6 +80,8 @@ def test_rate_limit_honours_retry_after(hf):
     with pytest.raises(InferenceError, match="rate limited"):
         classifier(hf, concurrency=1, max_wait_s=2.5).classify([tone(MUSIC_HZ, 1, 16000)])
     assert hf.state.count == 3  # 0 s, 1 s, 2 s; the next wait would pass the deadline
+    # the test backoff is 20 ms, so only Retry-After explains a 1 s wait between attempts
+    assert all(0.95 <= gap < 1.5 for gap in gaps_s(hf))
 
 
 def test_persistent_server_errors_give_up_after_bounded_attempts(hf):
@@ -111,3 +122,125 @@ def test_adaptive_limit_grows_back_after_successes():
     for _ in range(2 + 3):
         limit.succeeded()
     assert limit.limit == 4
+
+
+def test_name_says_where_inference_runs(hf):
+    assert classifier(hf).name == f"the inference endpoint {hf.url}"
+
+
+# --- the class list learned from the endpoint when the hub's is unreadable -----------------------------
+
+
+def test_preflight_learns_every_class_and_later_requests_ask_for_that_many(hf):
+    client = RemoteClassifier(hf.url, HF_TOKEN, None, 4, 30.0)
+    client.preflight()
+    assert sorted(client.class_names) == sorted(LABELS)
+    scores = client.classify([tone(MUSIC_HZ, 1, 16000)])
+    assert [r["params"]["top_k"] for r in hf.state.requests] == [LEARN_TOP_K, len(LABELS)]
+    # Bird ranks 8th for a music tone: it keeps its real score, and scores are matched by name
+    assert scores[0, client.class_names.index("Bird")] == pytest.approx(0.3)
+    assert scores[0, client.class_names.index("Music")] == pytest.approx(0.9)
+
+
+def test_unreadable_label_list_still_finds_a_low_ranked_label(studio, hf, run_block):
+    hf.state.serve_config = False
+    studio.state.add(EmuSample(201, "music.wav", 16000, [tone(MUSIC_HZ, 4, 16000)]))
+    result = run_block(labels="Bird")
+    assert result.code == 0, result.out + result.err
+    assert studio.state.labels_of(201) == [{"startIndex": 0, "endIndex": 63999, "label": "Bird"}]
+    assert (f"could not read the label list of {MODEL_ID} (HTTP 404); labels are "
+            f"checked against the {len(LABELS)} classes the inference endpoint {hf.url} answered") in result.out
+    assert {r["params"]["top_k"] for r in hf.state.requests[1:]} == {len(LABELS)}
+
+
+def test_unreadable_label_list_still_rejects_an_unknown_label(project, hf, run_block):
+    hf.state.serve_config = False
+    result = run_block(labels="Speech\\nCat")
+    assert result.code == 2 and "unknown AudioSet label 'Cat'" in result.err
+    assert project.state.writes == [] and hf.state.count == 1  # the test request only
+
+
+# --- cold (scaled-to-zero) endpoints -----------------------------------------------------------------
+
+
+def test_cold_endpoint_is_waited_for_until_it_answers(hf):
+    hf.state.cold_requests = HTTP_MAX_ATTEMPTS + 2  # more bare 503s than failures allowed
+    client = classifier(hf, concurrency=1)
+    client.preflight()
+    assert client.classify([tone(MUSIC_HZ, 1, 16000)])[0, LABELS.index("Music")] == pytest.approx(0.9)
+    assert hf.state.count == HTTP_MAX_ATTEMPTS + 4
+
+
+def test_cold_endpoint_wait_is_bounded_by_max_wait(hf):
+    hf.state.cold_requests = 10**6
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=r"still loading the model after 1 s \(endpoint starting \(HTTP 503"):
+        classifier(hf, concurrency=1, max_wait_s=1).preflight()
+    assert time.monotonic() - started < 3
+
+
+def test_bare_503_after_an_answer_is_a_failure(hf):
+    hf.state.cold_after = 1  # answers the test request, then scales to zero
+    client = classifier(hf, concurrency=1, max_wait_s=10)  # the attempts, not the deadline, end it
+    client.preflight()
+    with pytest.raises(InferenceError, match="HTTP 503"):
+        client.classify([tone(MUSIC_HZ, 1, 16000)])
+    assert hf.state.count == 1 + HTTP_MAX_ATTEMPTS
+
+
+# --- only what the model hears is uploaded -------------------------------------------------------------
+
+
+def test_heard_samples_match_the_local_feature_window():
+    from transformers import ASTFeatureExtractor
+
+    from labeler.classifiers.local import TorchFbank
+
+    assert HEARD_SAMPLES == TorchFbank(ASTFeatureExtractor(), "cpu").max_samples()
+
+
+def test_long_window_uploads_only_what_the_model_hears(hf):
+    heard = tone(MUSIC_HZ, HEARD_SAMPLES / 16000, 16000)
+    long = concat(heard, tone(DOG_HZ, 50, 16000))  # whole, it would score as a dog
+    scores = classifier(hf, concurrency=1).classify([heard, long])
+    assert [r["seconds"] for r in hf.state.requests] == [HEARD_SAMPLES / 16000] * 2
+    assert hf.state.requests[0]["size"] == hf.state.requests[1]["size"]
+    assert np.array_equal(scores[0], scores[1]) and scores[1, LABELS.index("Music")] == pytest.approx(0.9)
+
+
+def test_whole_sample_window_uploads_only_what_the_model_hears(studio, hf, run_block):
+    studio.state.add(EmuSample(301, "long.wav", 16000, [concat(tone(DOG_HZ, 10.3, 16000), silence(50, 16000))]))
+    result = run_block("--win-size-ms", "0")
+    assert result.code == 0, result.out + result.err
+    assert max(r["seconds"] for r in hf.state.requests) == HEARD_SAMPLES / 16000
+    assert studio.state.labels_of(301) == [{"startIndex": 0, "endIndex": 964_799, "label": "Dog"}]
+
+
+# --- partial failures -------------------------------------------------------------------------------
+
+
+def test_failed_windows_are_named_and_the_others_keep_their_scores(hf):
+    hf.state.fail_label = "Dog"
+    windows = [tone(MUSIC_HZ, 1, 16000), tone(DOG_HZ, 1, 16000), tone(SPEECH_HZ, 1, 16000), tone(DOG_HZ, 2, 16000)]
+    with pytest.raises(InferenceError, match=r"HTTP 500.*\(2 of 4 windows\)") as caught:
+        classifier(hf, concurrency=2).classify(windows)
+    assert caught.value.failed == (1, 3)
+    assert caught.value.scores[0, LABELS.index("Music")] == pytest.approx(0.9)
+    assert caught.value.scores[2, LABELS.index("Speech")] == pytest.approx(0.8)
+    assert hf.state.count == 2 + 2 * HTTP_MAX_ATTEMPTS  # each failing window: its attempts, no more
+
+
+def test_dead_endpoint_fails_every_window_within_its_attempts(hf):
+    hf.state.error_after = 1  # answers the test request, then every request fails
+    client = classifier(hf, concurrency=3, max_wait_s=60)
+    client.preflight()
+    with pytest.raises(InferenceError) as caught:
+        client.classify([tone(MUSIC_HZ, 1, 16000)] * 3)
+    assert caught.value.failed == (0, 1, 2) and caught.value.scores is None
+    assert hf.state.count == 1 + 3 * HTTP_MAX_ATTEMPTS
+
+
+def test_fatal_errors_still_propagate_from_a_group(hf):
+    hf.state.always_loading = True
+    with pytest.raises(FatalInferenceError, match="still loading"):
+        classifier(hf, concurrency=2, max_wait_s=1).classify([tone(MUSIC_HZ, 1, 16000)] * 4)

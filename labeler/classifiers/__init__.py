@@ -23,12 +23,17 @@ from ..labels import parse_label_specs
 class Classifier(Protocol):
     """Scores 16 kHz mono windows over ``class_names`` (sigmoid, multi-label)."""
 
+    name: str  # where inference runs, for messages: "the inference endpoint <url>", "the local model <m> on cpu"
     class_names: Sequence[str]
     preferred_batch: int  # windows per classify() call that keep the backend busy
     parallel_groups: int  # classify() calls that may run at once
 
     def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """Return float32 scores of shape (len(windows), len(class_names))."""
+        """Return float32 scores of shape (len(windows), len(class_names)).
+
+        When some windows fail, raise InferenceError with ``failed`` (their indices) and the
+        rows of the others; a backend that cannot go on raises FatalInferenceError or ConfigError.
+        """
         ...
 
     def close(self) -> None: ...
@@ -53,25 +58,43 @@ def build_classifier(options: BackendOptions, labels_text: str,
                      environ: Mapping[str, str]) -> tuple[Classifier, tuple[LabelSpec, ...]]:
     """Load or connect the backend and validate the labels against the model's own label list."""
     if options.backend == "local":
-        from .local import LocalClassifier
+        return _build_local(options, labels_text)
+    return _build_remote(options, labels_text, environ)
 
-        classifier = LocalClassifier(options.model, options.device, options.dtype, options.batch_size,
-                                     options.threads)
-        log(f"Loaded {options.model} on {classifier.device} ({classifier.dtype_name}, batch "
-            f"{classifier.batch_size}) in {classifier.load_s:.1f} s")
-        return classifier, parse_label_specs(labels_text, classifier.class_names)
-    from .remote import DEFAULT_HF_ENDPOINT, RemoteClassifier, fetch_model_labels
+
+def _build_local(options: BackendOptions, labels_text: str) -> tuple[Classifier, tuple[LabelSpec, ...]]:
+    from .local import LocalClassifier
+
+    classifier = LocalClassifier(options.model, options.device, options.dtype, options.batch_size, options.threads)
+    log(f"Loaded {options.model} on {classifier.device} ({classifier.dtype_name}, batch "
+        f"{classifier.batch_size}) in {classifier.load_s:.1f} s")
+    return classifier, parse_label_specs(labels_text, classifier.class_names)
+
+
+def _build_remote(options: BackendOptions, labels_text: str,
+                  environ: Mapping[str, str]) -> tuple[Classifier, tuple[LabelSpec, ...]]:
+    """Labels are checked against the hub's list before any request; without it, against the
+    classes the endpoint's test answer lists (so a label ranked low still gets its real score)."""
+    from .remote import DEFAULT_HF_ENDPOINT, LabelListUnavailable, RemoteClassifier, fetch_model_labels
 
     token = environ.get("HF_TOKEN") or environ.get("HF_API_KEY")
     if not token:
         log("WARNING: neither HF_TOKEN nor HF_API_KEY is set; inference requests carry no Authorization header "
             "(a test request checks that the endpoint accepts that)")
-    labels = fetch_model_labels(options.model, environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT, token)
-    specs = parse_label_specs(labels_text, labels)
-    class_names = list(labels) if labels is not None else [s.model_label for s in specs]
-    classifier = RemoteClassifier(options.inference_url, token, class_names, options.concurrency, options.max_wait_s)
+    labels: list[str] | None = None
+    try:
+        labels = fetch_model_labels(options.model, environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT, token)
+        specs = parse_label_specs(labels_text, labels)
+    except LabelListUnavailable as exc:
+        unreadable = str(exc)
+    classifier = RemoteClassifier(options.inference_url, token, labels, options.concurrency, options.max_wait_s)
     try:
         classifier.preflight()  # before any sample is read: a run that cannot work stops here
+        if labels is None:
+            log(f"WARNING: could not read the label list of {options.model} ({unreadable}); labels are checked "
+                f"against the {len(classifier.class_names)} classes {classifier.name} answered a test request "
+                f"with, not against the model's own list")
+            specs = parse_label_specs(labels_text, classifier.class_names)
     except BaseException:
         classifier.close()
         raise

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..audio import MODEL_FRAME_SAMPLES, MODEL_RATE_HZ
-from ..core import ConfigError
+from ..core import ConfigError, InferenceError, log
 
 # AST input: Kaldi-style log-mel fbank, 25 ms frames every 10 ms, padded or cut to 1024 frames.
 FBANK_FRAME_LEN = MODEL_FRAME_SAMPLES
@@ -27,6 +27,8 @@ FBANK_FFT = 512
 FBANK_PREEMPHASIS = 0.97
 FBANK_MEL_FLOOR = 1.192092955078125e-07
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# torch's CPU allocator says "can't allocate memory" (errno 12 "Cannot allocate memory"); CUDA raises OutOfMemoryError.
+_CPU_OOM_RE = re.compile(r"(can't|cannot|could not) allocate memory|out of memory", re.IGNORECASE)
 
 
 class TorchFbank:
@@ -126,7 +128,11 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
 
 
 class LocalClassifier:
-    """AST in-process with transformers: batched, inference mode, sigmoid over every class."""
+    """AST in-process with transformers: batched, inference mode, sigmoid over every class.
+
+    Out of memory, a batch is halved and retried (down to one window), and the smaller batch is
+    kept for the rest of the run.
+    """
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 0,
                  threads: int = 0):
@@ -134,6 +140,7 @@ class LocalClassifier:
 
         torch.set_num_threads(threads or available_cpus())
         self.device, self.dtype_name = resolve_device_dtype(device, dtype)
+        self.name = f"the local model {model} on {self.device}"
         self._torch_dtype = getattr(torch, self.dtype_name)
         started = time.monotonic()
         self._extractor, self._model = _load_model(model, self._torch_dtype, self.device)
@@ -142,28 +149,69 @@ class LocalClassifier:
         self.batch_size = batch_size or (64 if self.device == "cuda" else 8)
         self.preferred_batch, self.parallel_groups = self.batch_size, 1  # torch already uses every core
         self._fbank = TorchFbank(self._extractor, self.device)
-        self.classify([np.zeros(MODEL_RATE_HZ, dtype=np.float32)])  # first call allocates; keep it out of labeling
+        try:  # the first call allocates: keep it out of labeling, and find a model that loads but cannot run
+            self.classify([np.zeros(MODEL_RATE_HZ, dtype=np.float32)])
+        except Exception as exc:  # noqa: BLE001 - whatever a broken model raises, the run cannot work
+            raise ConfigError(f"--model {model}: loaded, but fails on a test window: {_first_line(exc)}") from None
         self.load_s = time.monotonic() - started
 
     def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        import torch
-
+        """Scores in batches; rows of batches done before a window runs out of memory alone survive it."""
         out = np.zeros((len(windows), len(self.class_names)), dtype=np.float32)
-        for start in range(0, len(windows), self.batch_size):
+        start, shrunk_from = 0, 0
+        while start < len(windows):
             batch = windows[start : start + self.batch_size]
-            with torch.inference_mode():
-                features = self._fbank(batch).to(self._torch_dtype)
-                logits = self._model(input_values=features).logits
-                out[start : start + len(batch)] = logits.float().sigmoid().cpu().numpy()
+            try:
+                out[start : start + len(batch)] = self._scores(batch)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raises
+                if not _is_out_of_memory(exc):
+                    raise
+                problem = _first_line(exc)
+            else:
+                start += len(batch)
+                continue
+            self._free_memory()  # outside the except: the exception's frames no longer hold tensors
+            if len(batch) == 1:
+                raise InferenceError(f"{self.name} ran out of memory on a single window ({problem})",
+                                     failed=range(start, len(windows)), scores=out if start else None)
+            shrunk_from, self.batch_size = shrunk_from or len(batch), len(batch) // 2
+        if shrunk_from:
+            log(f"WARNING: {self.name} ran out of memory with batch {shrunk_from}; continuing with batch "
+                f"{self.batch_size}")
         return out
 
     def close(self) -> None:
         pass
 
+    def _scores(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            features = self._fbank(batch).to(self._torch_dtype)
+            logits = self._model(input_values=features).logits
+            return logits.float().sigmoid().cpu().numpy()
+
+    def _free_memory(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _is_out_of_memory(exc: Exception) -> bool:
+    import torch
+
+    return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError)
+                                                       and _CPU_OOM_RE.search(str(exc)) is not None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
 
 def _load_model(model: str, dtype, device: str):
     """Load the feature extractor and model; every failure becomes a one-line ConfigError."""
-    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # carriage-return bars garble Studio's job log
@@ -171,16 +219,35 @@ def _load_model(model: str, dtype, device: str):
     if looks_local and not os.path.isdir(os.path.expanduser(model)):
         raise ConfigError(f"--model {model}: no such folder; give a model folder or a Hugging Face model id")
     path = os.path.expanduser(model) if looks_local else model
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a broken checkpoint prints a table of mismatched weights; our line says it
     try:
-        with warnings.catch_warnings():  # the reference mel table has empty filters by design
-            warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
-            extractor = AutoFeatureExtractor.from_pretrained(path)
-        network = AutoModelForAudioClassification.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError, KeyError) as exc:
+        extractor, network = _from_pretrained(path, dtype)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file raises anything (SafetensorError, RuntimeError...)
         offline = " (HF_HUB_OFFLINE is set: the model must already be in the hub cache)" if \
             os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") and not looks_local else ""
-        first_line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"--model {model}: cannot load it as an audio classifier{offline}: {first_line}") from None
+        raise ConfigError(f"--model {model}: cannot load it as an audio classifier{offline}: "
+                          f"{_load_problem(exc)}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if not getattr(network.config, "id2label", None) or not hasattr(extractor, "max_length"):
         raise ConfigError(f"--model {model}: not an AST-style audio classifier (no labels or no fbank extractor)")
     return extractor, network.to(device).eval()
+
+
+def _from_pretrained(path: str, dtype):
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+
+    with warnings.catch_warnings():  # the reference mel table has empty filters by design
+        warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+        extractor = AutoFeatureExtractor.from_pretrained(path)
+    return extractor, AutoModelForAudioClassification.from_pretrained(path, dtype=dtype)
+
+
+def _load_problem(exc: Exception) -> str:
+    """One line on why loading failed, in the user's terms where transformers' own words point elsewhere."""
+    if "ignore_mismatched_sizes" in str(exc):  # its text points at a report we silenced
+        return "its weights do not fit the shapes in its config.json (a config.json edited or from another model?)"
+    if type(exc).__name__ == "SafetensorError":
+        return f"its weights file is damaged or incomplete ({_first_line(exc)}); download it again"
+    return _first_line(exc)

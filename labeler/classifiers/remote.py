@@ -1,7 +1,7 @@
 """The remote backend: windows posted to an endpoint that speaks the Hugging Face
 audio-classification protocol (dedicated Inference Endpoints, self-hosted servers), with
-concurrency that backs off on 429, retries for loading models and transient failures, and the
-model's label list read from the hub.
+concurrency that backs off on 429, retries for loading models, starting endpoints and transient
+failures, and the model's label list read from the hub (or learned from the endpoint's answer).
 
 May import: ``core``, ``audio``, ``timeline``. ``requests`` is imported when a client is built.
 """
@@ -19,7 +19,7 @@ import numpy as np
 
 from ..audio import MODEL_FRAME_SAMPLES, MODEL_RATE_HZ, encode_audio_16k
 from ..core import (HTTP_BACKOFF_MAX_S, AdaptiveLimit, AuthError, ConfigError, FatalInferenceError, InferenceError,
-                    backoff_s, log, retry_after_s)
+                    backoff_s, retry_after_s)
 from ..timeline import class_index
 
 DEFAULT_INFERENCE_URL = "https://router.huggingface.co/hf-inference/models/{model}"
@@ -31,18 +31,32 @@ HTTP_CONNECT_TIMEOUT_S = 10.0
 HTTP_READ_TIMEOUT_S = 120.0
 HTTP_MAX_ATTEMPTS = 6
 PREFLIGHT_WINDOW_S = 0.1  # the silent window sent once before any sample is read
+# Asked of the preflight when the hub's label list is unreadable: above any model's class count,
+# so the answer lists every class (servers cap top_k at the model's classes).
+LEARN_TOP_K = 10_000
+# AST pads or cuts its fbank to 1024 frames of 25 ms every 10 ms: the samples it hears (10.255 s;
+# local.TorchFbank.max_samples() of the same extractor). Anything longer is cut before upload.
+AST_MAX_FRAMES = 1024
+AST_HOP_SAMPLES = 160
+HEARD_SAMPLES = MODEL_FRAME_SAMPLES + (AST_MAX_FRAMES - 1) * AST_HOP_SAMPLES
+
+
+class LabelListUnavailable(Exception):
+    """The model's label list could not be read from the hub or its folder."""
 
 
 class RemoteClassifier:
     """Posts each window to an endpoint that speaks the Hugging Face audio-classification protocol."""
 
-    def __init__(self, url: str, token: str | None, class_names: Sequence[str], concurrency: int,
+    def __init__(self, url: str, token: str | None, class_names: Sequence[str] | None, concurrency: int,
                  max_wait_s: float):
+        """``class_names`` None: learn them from the preflight's answer (the hub's list was unreadable)."""
         import requests
         from requests.adapters import HTTPAdapter
 
         self.url = url
-        self.class_names = list(class_names)
+        self.name = f"the inference endpoint {url}"
+        self.class_names = list(class_names or ())
         self._index = class_index(self.class_names)
         self._max_wait_s = max_wait_s
         self._session = requests.Session()
@@ -60,45 +74,86 @@ class RemoteClassifier:
         # current one so the endpoint never waits for a group's slowest request.
         self.preferred_batch, self.parallel_groups = concurrency, 3
         self._unavailable: str | None = None
+        # Until the endpoint answers once, a bare 503 is a scaled-to-zero endpoint starting, not a failure.
+        self._answered = False
 
     def preflight(self) -> None:
         """Classify one short silent window before any sample is read.
 
         A missing or rejected token, a wrong URL or a redirect stops the run here (ConfigError,
-        from ``_problem``); a model that is loading is waited for, up to --max-wait-s; an endpoint
-        that accepts requests without a token passes without one.
+        from ``_problem``); a model that is loading or an endpoint that is starting is waited for,
+        up to --max-wait-s; an endpoint that accepts requests without a token passes without one.
+        Without a class list, the answer's labels become it.
         """
+        learn = not self.class_names
+        silent = np.zeros(round(PREFLIGHT_WINDOW_S * MODEL_RATE_HZ), dtype=np.float32)
         try:
-            self._classify_one(np.zeros(round(PREFLIGHT_WINDOW_S * MODEL_RATE_HZ), dtype=np.float32))
+            pairs = self._request(silent, LEARN_TOP_K if learn else len(self.class_names))
         except (InferenceError, FatalInferenceError) as exc:
-            raise ConfigError(f"the inference endpoint {self.url} failed a test request before any sample was "
-                              f"read ({exc}); check --inference-url and that the endpoint is running") from None
+            raise ConfigError(f"{self.name} failed a test request before any sample was read ({exc}); "
+                              "check --inference-url and that the endpoint is running") from None
+        if learn:
+            names = list(dict.fromkeys(label for label, _ in pairs))
+            if not names:
+                raise ConfigError(f"{self.name} answered a test request with no classes; check --inference-url")
+            self.class_names, self._index = names, class_index(names)
 
     def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores of every window; waits for all of them, then names the ones that failed.
+
+        InferenceError carries ``failed`` (indices) and the rows of the rest; errors that no retry
+        mends (FatalInferenceError, ConfigError, AuthError) propagate, cancelling windows not yet sent.
+        """
         futures = [self._pool.submit(self._classify_one, w) for w in windows]
-        rows = [f.result() for f in futures]
-        return np.stack(rows) if rows else np.zeros((0, len(self.class_names)), np.float32)
+        rows = np.zeros((len(windows), len(self.class_names)), np.float32)
+        failed: list[int] = []
+        problem = ""
+        try:
+            for ix, future in enumerate(futures):
+                try:
+                    rows[ix] = future.result()
+                except InferenceError as exc:
+                    failed.append(ix)
+                    problem = problem or str(exc)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        if failed:
+            count = f" ({len(failed)} of {len(windows)} windows)" if len(windows) > 1 else ""
+            raise InferenceError(f"{problem}{count}", failed, rows if len(failed) < len(windows) else None)
+        return rows
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._session.close()
 
-    def _body(self, window: np.ndarray) -> bytes:
+    def _body(self, window: np.ndarray, top_k: int) -> bytes:
+        window = window[:HEARD_SAMPLES]  # the model never hears the rest: do not upload it
         if len(window) < MODEL_FRAME_SAMPLES:  # servers reject audio shorter than one 25 ms frame
             window = np.pad(window, (0, MODEL_FRAME_SAMPLES - len(window)))
         return json.dumps({
             "inputs": base64.b64encode(encode_audio_16k(window)).decode("ascii"),
-            "parameters": {"top_k": len(self.class_names), "function_to_apply": "sigmoid"},
+            "parameters": {"top_k": top_k, "function_to_apply": "sigmoid"},
         }).encode()
 
     def _classify_one(self, window: np.ndarray) -> np.ndarray:
+        row = np.zeros(len(self.class_names), dtype=np.float32)
+        for label, score in self._request(window, len(self.class_names)):
+            ix = self._index.get(label.lower())
+            if ix is not None:
+                row[ix] = score
+        return row
+
+    def _request(self, window: np.ndarray, top_k: int) -> list[tuple[str, float]]:
+        """POST one window until it is answered: the (label, score) pairs of the answer."""
         import requests
 
         if self._unavailable:
             raise FatalInferenceError(self._unavailable)
-        body = self._body(window)
+        body = self._body(window, top_k)
         deadline = time.monotonic() + self._max_wait_s
-        failures, problem = 0, "no attempt made"
+        failures, polls, problem = 0, 0, "no attempt made"
         while failures < HTTP_MAX_ATTEMPTS:
             try:
                 with self._limit:
@@ -109,23 +164,28 @@ class RemoteClassifier:
                 problem, wait, loading = f"connection failed ({type(exc).__name__})", backoff_s(failures), False
             else:
                 if resp.status_code == 200:
+                    self._answered = True
                     self._limit.succeeded()
-                    return self._parse_scores(resp)
+                    return _parse_pairs(resp)
                 if resp.status_code == 429:
                     self._limit.throttled()
-                problem, wait, loading = self._problem(resp, failures)
+                problem, wait, loading = self._problem(resp, failures, polls)
             failures += 0 if loading else 1  # a loading model is not failing; the deadline bounds it
+            polls += loading
             if time.monotonic() + wait > deadline:
                 if loading:
-                    self._unavailable = (f"the inference endpoint {self.url} was still loading the model after "
-                                         f"{self._max_wait_s:g} s; try again later or raise --max-wait-s")
+                    self._unavailable = (f"{self.name} was still loading the model after {self._max_wait_s:g} s "
+                                         f"({problem}); try again later or raise --max-wait-s")
                     raise FatalInferenceError(self._unavailable)
                 break
             time.sleep(wait)
         raise InferenceError(f"inference failed after {failures} attempts: {problem}")
 
-    def _problem(self, resp, failures: int) -> tuple[str, float, bool]:
-        """Describe a non-200 answer: (problem, seconds to wait, still loading); raise if retrying is pointless."""
+    def _problem(self, resp, failures: int, polls: int) -> tuple[str, float, bool]:
+        """Describe a non-200 answer: (problem, seconds to wait, still loading); raise if retrying is pointless.
+
+        ``failures`` and ``polls`` count this request's earlier failed and loading answers.
+        """
         status, message = resp.status_code, _error_message(resp)
         if status in (401, 403):
             what = "the token" if "Authorization" in self._headers else "a request without a token"
@@ -140,24 +200,21 @@ class RemoteClassifier:
         estimate = _loading_estimate(resp) if status == 503 else None
         if estimate is not None:
             return f"model loading ({message})", min(max(estimate, 1.0), HTTP_BACKOFF_MAX_S), True
+        if status == 503 and not self._answered:
+            return f"endpoint starting (HTTP 503: {message})", retry_after_s(resp.headers, backoff_s(polls)), True
         if status == 429:
             return f"rate limited (HTTP 429: {message})", retry_after_s(resp.headers, backoff_s(failures)), False
         if status >= 500:
             return f"HTTP {status}: {message}", retry_after_s(resp.headers, backoff_s(failures)), False
         raise InferenceError(f"the inference endpoint refused the audio (HTTP {status}: {message})")
 
-    def _parse_scores(self, resp) -> np.ndarray:
-        try:
-            items = resp.json()
-            pairs = [(str(item["label"]), float(item["score"])) for item in items]
-        except (ValueError, TypeError, KeyError) as exc:
-            raise InferenceError(f"the inference endpoint returned an unexpected answer ({exc!r:.120})") from None
-        row = np.zeros(len(self.class_names), dtype=np.float32)
-        for label, score in pairs:
-            ix = self._index.get(label.lower())
-            if ix is not None:
-                row[ix] = score
-        return row
+
+
+def _parse_pairs(resp) -> list[tuple[str, float]]:
+    try:
+        return [(str(item["label"]), float(item["score"])) for item in resp.json()]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InferenceError(f"the inference endpoint returned an unexpected answer ({exc!r:.120})") from None
 
 
 def _error_message(resp) -> str:
@@ -176,9 +233,11 @@ def _loading_estimate(resp) -> float | None:
         return None
 
 
+def fetch_model_labels(model: str, hf_endpoint: str, token: str | None) -> list[str]:
+    """The model's id2label from its config.json on the hub (or a local folder).
 
-def fetch_model_labels(model: str, hf_endpoint: str, token: str | None) -> list[str] | None:
-    """The model's id2label from its config.json on the hub (or a local folder); None if unreadable."""
+    Raises LabelListUnavailable naming why (never the token) when it cannot be read.
+    """
     import requests
 
     try:
@@ -192,11 +251,13 @@ def fetch_model_labels(model: str, hf_endpoint: str, token: str | None) -> list[
                 session.trust_env = False
                 # The hub may redirect to a CDN; requests drops Authorization when the host changes.
                 resp = session.get(url, headers=headers, timeout=(HTTP_CONNECT_TIMEOUT_S, 30.0))
-            resp.raise_for_status()
+            if resp.status_code != 200:
+                raise LabelListUnavailable(f"HTTP {resp.status_code}")
             config = resp.json()
         id2label = config["id2label"]
-        return [id2label[k] for k in sorted(id2label, key=int)]
+        labels = [id2label[k] for k in sorted(id2label, key=int)]
     except (OSError, ValueError, KeyError, TypeError, requests.RequestException) as exc:
-        log(f"WARNING: could not read the label list of {model} ({type(exc).__name__}); "
-            "labels are not validated before the run")
-        return None
+        raise LabelListUnavailable(type(exc).__name__) from None
+    if not labels:
+        raise LabelListUnavailable("its id2label is empty")
+    return labels
