@@ -72,9 +72,9 @@ def aggregate_steps(windows: Sequence[Window], scores: np.ndarray, values_count:
     rule loops over the steps a window covers: a 1 ms stride under 1 s windows costs about as much
     as the windows and steps themselves (``min`` adds a factor log2 of a window's length in steps).
     """
-    starts = np.array([w.start_ix for w in windows], dtype=np.int64)
-    stops = np.array([w.stop_ix for w in windows], dtype=np.int64)
-    rows = np.asarray(scores, dtype=np.float64).reshape(len(starts), -1)
+    starts = np.array([w.start_ix for w in windows])
+    stops = np.array([w.stop_ix for w in windows])
+    rows = np.asarray(scores)
     if combine == "min":
         return _min_steps(starts, stops, rows, values_count, step)
     return _mean_steps(starts, stops, rows, values_count, step)
@@ -82,12 +82,11 @@ def aggregate_steps(windows: Sequence[Window], scores: np.ndarray, values_count:
 
 def _mean_steps(starts: np.ndarray, stops: np.ndarray, rows: np.ndarray, values_count: int,
                 step: int) -> np.ndarray:
-    """Overlap-weighted mean. A window adds its whole-step run through a difference array (each
-    weighted by the step's length); only its first and last step can be covered in part."""
+    """Overlap-weighted mean. A window adds its run of whole steps through a difference array
+    (each weighted by the step's length); only its first and last step can be covered in part
+    (the short last step of a sample counts as partly covered: its overlap is its length)."""
     n_steps = math.ceil(values_count / step)
-    first_full = -(-starts // step)
-    # The short last step is whole when the window reaches the end of the sample.
-    end_full = np.where(stops >= values_count, n_steps, stops // step)
+    first_full, end_full = -(-starts // step), stops // step
     run = first_full < end_full
     delta = np.zeros((n_steps + 1, rows.shape[1]))
     count_delta = np.zeros(n_steps + 1)
@@ -95,7 +94,7 @@ def _mean_steps(starts: np.ndarray, stops: np.ndarray, rows: np.ndarray, values_
     np.add.at(delta, end_full[run], -rows[run])
     np.add.at(count_delta, first_full[run], 1.0)
     np.add.at(count_delta, end_full[run], -1.0)
-    lengths = step_lengths(step, n_steps, values_count).astype(np.float64)
+    lengths = step_lengths(step, n_steps, values_count)
     sums = np.cumsum(delta[:n_steps], axis=0) * lengths[:, None]
     weights = np.cumsum(count_delta[:n_steps]) * lengths
     head, tail = starts // step, -(-stops // step) - 1
@@ -104,7 +103,7 @@ def _mean_steps(starts: np.ndarray, stops: np.ndarray, rows: np.ndarray, values_
     for k, partial in ((head, head_partial), (tail, tail_partial)):
         overlap = np.minimum(stops, np.minimum((k + 1) * step, values_count)) - np.maximum(starts, k * step)
         np.add.at(sums, k[partial], overlap[partial, None] * rows[partial])
-        np.add.at(weights, k[partial], overlap[partial].astype(np.float64))
+        np.add.at(weights, k[partial], overlap[partial])
     return sums / weights[:, None]
 
 
@@ -121,12 +120,12 @@ def _min_steps(starts: np.ndarray, stops: np.ndarray, rows: np.ndarray, values_c
     """
     n_steps = math.ceil(values_count / step)
     first_k, last_k = starts // step, -(-stops // step)  # steps first_k .. last_k - 1 overlap it
-    level = np.frexp((last_k - first_k).astype(np.float64))[1] - 1  # exact floor(log2) for ints
+    level = np.frexp(last_k - first_k)[1] - 1  # exact floor(log2) for ints
     lowest = np.full((n_steps, rows.shape[1]), np.inf)
     for lv in range(int(level.max(initial=0)), -1, -1):
-        if lv < level.max(initial=0):
-            # A run of 2**(lv + 1) steps from k is the runs of 2**lv from k and from k + 2**lv.
-            np.minimum(lowest[2**lv:], lowest[:-2**lv].copy(), out=lowest[2**lv:])
+        # From runs of 2**(lv + 1) steps (all inf at the top) to runs of 2**lv: the run from k
+        # is the runs of 2**lv from k and from k + 2**lv.
+        np.minimum(lowest[2**lv:], lowest[:-2**lv].copy(), out=lowest[2**lv:])
         at = level == lv
         np.minimum.at(lowest, first_k[at], rows[at])
         np.minimum.at(lowest, last_k[at] - 2**lv, rows[at])
@@ -171,16 +170,14 @@ def sample_label(step_scores: np.ndarray, winners: np.ndarray, lengths: np.ndarr
 
     Time is pooled by output label: classes renamed to one label ("Dog (pet)", "Cat (pet)") hold
     their time together."""
-    best: tuple[float, float, str] | None = None
-    for label in dict.fromkeys(s.output_label for s in specs):
+    candidates = []
+    for order, label in enumerate(dict.fromkeys(s.output_label for s in specs)):
         held = label_held(winners, specs, label)
-        if not held.any():
-            continue
-        time_ix = float(lengths[held].sum())
-        mean_score = float(np.average(step_scores[held, winners[held]], weights=lengths[held]))
-        if best is None or (time_ix, mean_score) > best[:2]:
-            best = (time_ix, mean_score, label)
-    return other_label if best is None else best[2]
+        if held.any():
+            mean_score = np.average(step_scores[held, winners[held]], weights=lengths[held])
+            # A tie in time and score goes to the label listed first.
+            candidates.append((int(lengths[held].sum()), float(mean_score), -order, label))
+    return max(candidates)[-1] if candidates else other_label
 
 
 def label_held(winners: np.ndarray, specs: Sequence[LabelSpec], label: str) -> np.ndarray:

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from labeler.core import LabelSpec, Settings
 from labeler.labels import parse_label_specs
-from labeler.timeline import (Segment, Window, aggregate_steps, choose_labels, confidence_metadata, label_sample,
-                              plan_windows, sample_label, step_ix, step_lengths, steps_to_segments, winning_specs)
+from labeler.timeline import (Segment, Window, aggregate_steps, choose_labels, class_index, confidence_metadata,
+                              label_sample, ms_to_ix, plan_windows, sample_label, step_ix, step_lengths,
+                              steps_to_segments, winning_specs)
 
 RATES = [8000, 11025, 16000, 22050, 44100, 48000]
 
@@ -42,6 +43,44 @@ def test_windows_at_44k1_are_planned_in_the_samples_own_index_space():
     assert windows[-1].stop_ix == 44100 * 3
 
 
+def test_an_empty_sample_has_no_windows():
+    assert plan_windows(0, 16000, 1000, 1000) == []
+
+
+@pytest.mark.parametrize("ms, rate, expected", [(1, 1000, 1), (0.01, 16000, 1), (2, 1000, 2), (1, 44100, 44)])
+def test_ms_to_ix_rounds_to_at_least_one_index(ms, rate, expected):
+    assert ms_to_ix(ms, rate) == expected
+
+
+def test_step_is_the_stride_or_the_whole_sample_for_whole_sample_windows():
+    assert step_ix(500_000, 16000, make_settings(win_ms=0, stride_ms=1000)) == 500_000
+    assert step_ix(500_000, 16000, make_settings(win_ms=2000, stride_ms=1000)) == 16000
+    assert step_ix(8000, 16000, make_settings(win_ms=2000, stride_ms=1000)) == 8000
+
+
+def test_class_columns_are_found_by_lowercased_name():
+    assert class_index(["Speech", "Dog"]) == {"speech": 0, "dog": 1}
+
+
+def test_label_sample_picks_each_labels_column_by_name_and_keeps_the_evidence():
+    # Scores for three classes; the labels of interest are the third and the first, matched case-insensitively.
+    specs = (LabelSpec("Dog", "dog"), LabelSpec("Speech", "speech"))
+    s = make_settings(1000, 1000, specs=specs, combine="mean")
+    windows = plan_windows(2500, 1000, 1000, 1000)
+    scores = np.array([[0.1, 0.0, 0.9], [0.8, 0.3, 0.0], [0.7, 0.9, 0.2]])
+    labeling = label_sample(windows, scores, 2500, 1000, s, class_index(["Speech", "Music", "DOG"]))
+    assert labeling.segments == [Segment(0, 999, "dog"), Segment(1000, 2499, "speech")]
+    assert labeling.step == 1000 and labeling.winners.tolist() == [0, 1, 1]
+    # step [1000, 2000): all of the second window, half of the end-aligned third [1500, 2500)
+    np.testing.assert_allclose(labeling.step_scores, [[0.9, 0.1], [0.1 / 1.5, 1.15 / 1.5], [0.2, 0.7]])
+    single_mode = label_sample(windows, scores, 2500, 1000, make_settings(1000, 1000, specs=specs, combine="mean",
+                                                                          label_mode="single"),
+                               class_index(["Speech", "Music", "DOG"]))
+    assert single_mode.single_label == "speech" and single_mode.step == 1000
+    assert single_mode.step_scores.tolist() == labeling.step_scores.tolist()
+    assert single_mode.winners.tolist() == [0, 1, 1]
+
+
 def test_single_window_sample_gets_one_segment():
     s = make_settings()
     scores = np.array([[0.9, 0.1]])
@@ -71,6 +110,13 @@ def test_a_float32_score_at_min_confidence_passes_after_aggregation():
     for combine in ("mean", "min"):
         s = make_settings(1000, 500, min_conf=0.7, combine=combine)
         assert label_sample(windows, scores, 2000, 500, s, {"a": 0, "b": 1}).segments == [Segment(0, 1999, "a")]
+
+
+def test_an_aggregated_score_that_is_the_threshold_in_float32_passes():
+    # A mean of float32 scores computed in float64 can land a rounding step below the float32 value.
+    specs = (LabelSpec("A", "a", 0.7),)
+    just_below = np.nextafter(np.float64(np.float32(0.7)), 0)
+    assert choose_labels(np.array([[just_below]]), specs, make_settings(specs=specs)) == ["a"]
 
 
 def test_highest_passing_score_wins():
@@ -293,6 +339,15 @@ def test_single_label_counts_indices_not_steps():
 def test_single_label_tie_goes_to_the_higher_mean_score():
     assert single([[0.7, 0.0], [0.0, 0.8]]) == "b"
     assert single([[0.9, 0.0], [0.0, 0.8]]) == "a"
+
+
+def test_single_label_of_a_later_listed_label_when_the_first_holds_nothing():
+    assert single([[0.0, 0.9], [0.0, 0.6]]) == "b"
+
+
+def test_single_label_tie_in_time_and_score_goes_to_the_label_listed_first():
+    assert single([[0.8, 0.0], [0.0, 0.8]]) == "a"
+    assert single([[0.8, 0.0], [0.0, 0.8]], specs=(LabelSpec("B", "b"), LabelSpec("A", "a"))) == "b"
 
 
 def test_a_short_label_of_interest_beats_other():
