@@ -72,8 +72,8 @@ def aggregate_steps(windows: Sequence[Window], scores: np.ndarray, values_count:
     rule loops over the steps a window covers: a 1 ms stride under 1 s windows costs about as much
     as the windows and steps themselves (``min`` adds a factor log2 of a window's length in steps).
     """
-    starts = np.array([w.start_ix for w in windows])
-    stops = np.array([w.stop_ix for w in windows])
+    starts = np.array([w.start_ix for w in windows], dtype=np.int64)  # an empty list would be float
+    stops = np.array([w.stop_ix for w in windows], dtype=np.int64)
     rows = np.asarray(scores)
     if combine == "min":
         return _min_steps(starts, stops, rows, values_count, step)

@@ -248,6 +248,11 @@ def test_aggregation_matches_the_definition(sample, combine):
         np.testing.assert_allclose(fast, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("combine", ["mean", "min"])
+def test_no_windows_give_no_steps(combine):
+    assert aggregate_steps([], np.zeros((0, 2), np.float32), 0, 1, combine).shape == (0, 2)
+
+
 def test_a_fine_stride_over_a_long_sample_is_aggregated_quickly():
     # 10 s at 16 kHz, 1 s windows every 1 ms: 9001 windows of 1000 steps each. A loop over the
     # steps of each window took about a minute; both rules take well under a second here.
