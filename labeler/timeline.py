@@ -68,41 +68,79 @@ def aggregate_steps(windows: Sequence[Window], scores: np.ndarray, values_count:
     """Score each stride step from the windows covering it: ``mean`` (weighted by overlap) or ``min``.
 
     ``scores`` is (windows, classes); the result is (steps, classes) with
-    ``steps = ceil(values_count / step)``. Every step is covered by at least one window.
+    ``steps = ceil(values_count / step)``. Every step is covered by at least one window. Neither
+    rule loops over the steps a window covers: a 1 ms stride under 1 s windows costs about as much
+    as the windows and steps themselves (``min`` adds a factor log2 of a window's length in steps).
     """
+    starts = np.array([w.start_ix for w in windows], dtype=np.int64)  # an empty list would be float
+    stops = np.array([w.stop_ix for w in windows], dtype=np.int64)
+    rows = np.asarray(scores)
     if combine == "min":
-        return _min_steps(windows, scores, values_count, step)
+        return _min_steps(starts, stops, rows, values_count, step)
+    return _mean_steps(starts, stops, rows, values_count, step)
+
+
+def _mean_steps(starts: np.ndarray, stops: np.ndarray, rows: np.ndarray, values_count: int,
+                step: int) -> np.ndarray:
+    """Overlap-weighted mean. A window adds its run of whole steps through a difference array
+    (each weighted by the step's length); only its first and last step can be covered in part
+    (the short last step of a sample counts as partly covered: its overlap is its length)."""
     n_steps = math.ceil(values_count / step)
-    sums = np.zeros((n_steps, scores.shape[1]), dtype=np.float64)
-    weights = np.zeros(n_steps, dtype=np.float64)
-    for window, row in zip(windows, scores):
-        for k in range(window.start_ix // step, math.ceil(window.stop_ix / step)):
-            overlap = min(window.stop_ix, (k + 1) * step, values_count) - max(window.start_ix, k * step)
-            if overlap > 0:
-                sums[k] += overlap * row
-                weights[k] += overlap
+    first_full, end_full = -(-starts // step), stops // step
+    run = first_full < end_full
+    delta = np.zeros((n_steps + 1, rows.shape[1]))
+    count_delta = np.zeros(n_steps + 1)
+    np.add.at(delta, first_full[run], rows[run])
+    np.add.at(delta, end_full[run], -rows[run])
+    np.add.at(count_delta, first_full[run], 1.0)
+    np.add.at(count_delta, end_full[run], -1.0)
+    lengths = step_lengths(step, n_steps, values_count)
+    sums = np.cumsum(delta[:n_steps], axis=0) * lengths[:, None]
+    weights = np.cumsum(count_delta[:n_steps]) * lengths
+    head, tail = starts // step, -(-stops // step) - 1
+    head_partial = (head < first_full) | (head >= end_full)
+    tail_partial = (tail != head) & (tail >= end_full)
+    for k, partial in ((head, head_partial), (tail, tail_partial)):
+        overlap = np.minimum(stops, np.minimum((k + 1) * step, values_count)) - np.maximum(starts, k * step)
+        np.add.at(sums, k[partial], overlap[partial, None] * rows[partial])
+        np.add.at(weights, k[partial], overlap[partial])
     return sums / weights[:, None]
 
 
-def _min_steps(windows: Sequence[Window], scores: np.ndarray, values_count: int, step: int) -> np.ndarray:
+def _min_steps(starts: np.ndarray, stops: np.ndarray, rows: np.ndarray, values_count: int,
+               step: int) -> np.ndarray:
     """Each step keeps, per class, the lowest score of any window that overlaps it.
 
     AST answers "is this sound anywhere in the window?", so a window that only touches an event
     scores almost as high as one full of it; the lowest covering window is the one that best
     says whether the step itself holds the sound.
+
+    A window's run of steps is the union of two runs of 2**level steps (level = floor(log2 of
+    its length)), one from each end; the minima per level are then halved down to single steps.
     """
-    lowest = np.full((math.ceil(values_count / step), scores.shape[1]), np.inf)
-    for window, row in zip(windows, scores):
-        # Steps first_k .. last_k - 1 all overlap [start_ix, stop_ix) by at least one index.
-        first_k, last_k = window.start_ix // step, math.ceil(window.stop_ix / step)
-        np.minimum(lowest[first_k:last_k], row, out=lowest[first_k:last_k])
+    n_steps = math.ceil(values_count / step)
+    first_k, last_k = starts // step, -(-stops // step)  # steps first_k .. last_k - 1 overlap it
+    level = np.frexp(last_k - first_k)[1] - 1  # exact floor(log2) for ints
+    lowest = np.full((n_steps, rows.shape[1]), np.inf)
+    for lv in range(int(level.max(initial=0)), -1, -1):
+        # From runs of 2**(lv + 1) steps (all inf at the top) to runs of 2**lv: the run from k
+        # is the runs of 2**lv from k and from k + 2**lv.
+        np.minimum(lowest[2**lv:], lowest[:-2**lv].copy(), out=lowest[2**lv:])
+        at = level == lv
+        np.minimum.at(lowest, first_k[at], rows[at])
+        np.minimum.at(lowest, last_k[at] - 2**lv, rows[at])
     return lowest
 
 
 def winning_specs(step_scores: np.ndarray, specs: Sequence[LabelSpec], settings: Settings) -> np.ndarray:
-    """Per step, the index of the best-scoring spec at or above its threshold, or -1 (other)."""
-    thresholds = np.array([settings.threshold(s) for s in specs])
-    passing = np.where(step_scores >= thresholds, step_scores, -np.inf)
+    """Per step, the index of the best-scoring spec at or above its threshold, or -1 (other).
+
+    The model's scores are float32: 0.7 scored is 0.699999988 as a float64, below a threshold
+    typed as 0.7. Score and threshold are compared at float32 precision, so a score equal to its
+    threshold as the user wrote it passes.
+    """
+    thresholds = np.array([settings.threshold(s) for s in specs], dtype=np.float32)
+    passing = np.where(step_scores.astype(np.float32) >= thresholds, step_scores, -np.inf)
     best = passing.argmax(axis=1)
     return np.where(np.isfinite(passing[np.arange(len(best)), best]), best, -1)
 
@@ -128,17 +166,24 @@ def steps_to_segments(labels: Sequence[str], step: int, values_count: int) -> li
 def sample_label(step_scores: np.ndarray, winners: np.ndarray, lengths: np.ndarray,
                  specs: Sequence[LabelSpec], other_label: str) -> str:
     """One label for a whole sample: a label of interest found anywhere beats other; among them,
-    the one holding the most time wins, ties going to the higher mean score over that time."""
-    best: tuple[float, float, int] | None = None
-    for k in range(len(specs)):
-        held = winners == k
-        if not held.any():
-            continue
-        time_ix = float(lengths[held].sum())
-        mean_score = float(np.average(step_scores[held, k], weights=lengths[held]))
-        if best is None or (time_ix, mean_score) > best[:2]:
-            best = (time_ix, mean_score, k)
-    return other_label if best is None else specs[best[2]].output_label
+    the one holding the most time wins, ties going to the higher mean score over that time.
+
+    Time is pooled by output label: classes renamed to one label ("Dog (pet)", "Cat (pet)") hold
+    their time together."""
+    candidates = []
+    for order, label in enumerate(dict.fromkeys(s.output_label for s in specs)):
+        held = label_held(winners, specs, label)
+        if held.any():
+            mean_score = np.average(step_scores[held, winners[held]], weights=lengths[held])
+            # A tie in time and score goes to the label listed first.
+            candidates.append((int(lengths[held].sum()), float(mean_score), -order, label))
+    return max(candidates)[-1] if candidates else other_label
+
+
+def label_held(winners: np.ndarray, specs: Sequence[LabelSpec], label: str) -> np.ndarray:
+    """Per step, whether ``label`` won it (through any spec written as that label)."""
+    ixs = [k for k, s in enumerate(specs) if s.output_label == label]
+    return np.isin(winners, ixs)
 
 
 def step_lengths(step: int, n_steps: int, values_count: int) -> np.ndarray:
@@ -173,17 +218,21 @@ def label_sample(windows: Sequence[Window], class_scores: np.ndarray, values_cou
                  settings: Settings, index: dict[str, int]) -> Labeling:
     """From window scores over all classes (columns named by ``index``) to segments covering the sample.
 
-    In single-label mode the segments are one segment covering the sample with its one label.
+    In single-label mode the segments are one segment covering the sample with its one label, and
+    the confidence keys describe that label: its scores over the time it holds, and the share of
+    time it does not hold as the other share.
     """
     columns = [index[s.model_label.lower()] for s in settings.specs]
     step_scores = aggregate_steps(windows, class_scores[:, columns], values_count, step, settings.combine)
     winners = winning_specs(step_scores, settings.specs, settings)
-    confidence = confidence_metadata(step, step_scores, winners, values_count)
     if settings.label_mode == "single":
         lengths = step_lengths(step, len(winners), values_count)
         label = sample_label(step_scores, winners, lengths, settings.specs, settings.other_label)
+        written = np.where(label_held(winners, settings.specs, label), winners, -1)
+        confidence = confidence_metadata(step, step_scores, written, values_count)
         return Labeling([Segment(0, values_count - 1, label)], step, step_scores, winners, confidence, label)
     labels = [settings.specs[w].output_label if w >= 0 else settings.other_label for w in winners]
+    confidence = confidence_metadata(step, step_scores, winners, values_count)
     return Labeling(steps_to_segments(labels, step, values_count), step, step_scores, winners, confidence)
 
 

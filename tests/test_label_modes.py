@@ -9,7 +9,7 @@ import json
 import numpy as np
 import soundfile
 
-from audio import SPEECH_HZ, concat, silence, tone
+from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, silence, tone
 from studio_emulator import EmuSample
 
 DISABLED_KEY = "ast_disabled"
@@ -71,6 +71,27 @@ def test_single_mode_report_names_the_label(project, run_block, tmp_path):
     assert run_block("--label-mode", "single", "--report-dir", str(tmp_path / "r")).code == 0
     lines = [json.loads(x) for x in (tmp_path / "r" / "segments.jsonl").read_text().splitlines()]
     assert {x["sample_id"]: x["label"] for x in lines} == {101: "Music", 102: "Dog", 103: "other"}
+
+
+def test_a_score_exactly_at_a_threshold_labels_end_to_end(project, run_block):
+    # The emulator scores the dog tone 0.7, sent as JSON and held as float32 like any model's scores.
+    result = run_block(labels="Speech\\nMusic\\nDog (dog, 0.7)")
+    assert result.code == 0, result.out + result.err
+    assert [seg["label"] for seg in project.state.samples[102].structured_labels] == ["dog"]
+
+
+def test_single_mode_pools_classes_renamed_to_one_label_end_to_end(studio, run_block):
+    # Speech 2 s and music 2 s, both written "sound", hold more time together than dog's 3 s.
+    rate = 16000
+    audio = concat(tone(SPEECH_HZ, 2, rate), tone(MUSIC_HZ, 2, rate), tone(DOG_HZ, 3, rate))
+    studio.state.add(EmuSample(310, "speech_music_dog.wav", rate, [audio]))
+    assert run_block("--label-mode", "single", "--win-size-ms", "1000", "--win-stride-ms", "1000",
+                     labels="Speech (sound)\\nMusic (sound)\\nDog").code == 0
+    metadata = studio.state.samples[310].metadata
+    assert studio.state.samples[310].label == "sound"
+    # the confidence keys describe "sound": speech 0.8 and music 0.9 over its 4 s, dog's 3 s not it
+    assert (metadata["ast_confidence_mean"], metadata["ast_confidence_min"], metadata["ast_other_share"]) == (
+        "0.850", "0.800", "0.429")
 
 
 # --- disabling samples with nothing of interest ---------------------------------------------------------

@@ -76,3 +76,54 @@ def test_empty_labels_are_rejected():
 def test_without_a_label_list_lines_are_taken_as_written():
     specs = parse_label_specs("Speech\\nDog (dog, 0.3)", None)
     assert specs == (LabelSpec("Speech", "Speech"), LabelSpec("Dog", "dog", 0.3))
+
+
+@pytest.mark.parametrize("line, threshold", [("Dog (dog, 5e-1)", 0.5), ("Dog (dog, 2.5E-1)", 0.25),
+                                             ("Dog (dog, .3)", 0.3), ("Dog (dog, 1.)", 1.0)])
+def test_thresholds_in_any_decimal_notation(line, threshold):
+    (spec,) = parse_label_specs(line, LABELS)
+    assert spec == LabelSpec("Dog", "dog", threshold)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_thresholds_at_both_ends_of_the_range_are_accepted(threshold):
+    (spec,) = parse_label_specs(f"Dog (dog, {threshold})", LABELS)
+    assert spec.threshold == threshold
+
+
+def test_out_of_range_message_names_the_line_and_the_range():
+    with pytest.raises(ConfigError) as err:
+        parse_label_specs("Speech\\nDog (dog, 1.5)", LABELS)
+    assert str(err.value) == ("--audioset-labels: threshold 1.5 in line 'Dog (dog, 1.5)' is out of range; "
+                              "use a value from 0 to 1")
+
+
+def test_rename_with_a_comma_and_a_threshold_splits_at_the_last_comma():
+    (spec,) = parse_label_specs("Male speech, man speaking (man, talking, 0.3)", LABELS)
+    assert spec == LabelSpec("Male speech, man speaking", "man, talking", 0.3)
+
+
+def test_suggestions_are_the_close_names_in_order_of_likeness():
+    # "Silence" is only half like "spech": still worth naming.
+    with pytest.raises(ConfigError) as err:
+        parse_label_specs("Spech", LABELS)
+    assert str(err.value) == "unknown AudioSet label 'Spech' in --audioset-labels. Did you mean: 'Speech', 'Silence'?"
+
+
+def test_at_most_three_suggestions():
+    with pytest.raises(ConfigError) as err:
+        parse_label_specs("Dogg", ["Dog", "Dogs", "Doge", "Dodge", "Speech"])
+    assert str(err.value).endswith("Did you mean: 'Dog', 'Dogs', 'Doge'?")
+
+
+def test_a_label_like_none_gets_no_suggestion_and_every_unknown_label_is_named():
+    with pytest.raises(ConfigError) as err:
+        parse_label_specs("Cat\\nDog\\nSound", LABELS)
+    assert str(err.value) == ("unknown AudioSet label 'Cat' in --audioset-labels.; "
+                              "unknown AudioSet label 'Sound' in --audioset-labels.")
+
+
+def test_empty_labels_message_says_what_to_give():
+    with pytest.raises(ConfigError) as err:
+        parse_label_specs("\\n", LABELS)
+    assert str(err.value) == "--audioset-labels is empty; give at least one AudioSet label, one per line"
