@@ -124,9 +124,10 @@ def test_scores_may_come_only_for_the_windows_that_succeeded():
                 raise InferenceError(str(exc), failed=exc.failed, scores=exc.scores[ok]) from None
 
     samples = [sample(1, 2.0), sample(2, BROKEN), sample(3, 1.0)]
-    labeler_, target = label_run(samples, Compact(broken_windows))
+    labeler_, target = label_run(samples, fake := Compact(broken_windows))
     assert {i: o.ok for i, o in by_id(labeler_.run()).items()} == {1: True, 2: False, 3: True}
     assert target.written == {1: ["dog"], 3: ["music"]}
+    assert len(fake.calls) == 2 and fake.calls[1] == [BROKEN] * 3  # the rows were placed: only 2 was retried
 
 
 # --- the circuit breaker ---------------------------------------------------------------------------------
