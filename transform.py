@@ -36,7 +36,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -266,9 +268,35 @@ def saved(target: Target, code: int) -> int:
     return code
 
 
+def stop_on_signals() -> Callable[[], None]:
+    """Make SIGTERM stop the run as Ctrl-C does; return what puts the old handlers back.
+
+    In the container Python is PID 1, where SIGTERM (docker stop, a Studio cancel) is otherwise
+    ignored until the SIGKILL. The first signal interrupts; later ones are ignored while the
+    writes in flight finish, so a second Ctrl-C cannot cut a sample's writes in half.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signal handlers can only be set from the main thread
+    interrupted: list[int] = []
+
+    def interrupt(signum: int, frame) -> None:
+        if not interrupted:
+            interrupted.append(signum)
+            raise KeyboardInterrupt
+
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+    return restore
+
+
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
     started = time.monotonic()
     classifier = studio = None
+    restore_signals = stop_on_signals()
     try:
         environ = dict(os.environ if environ is None else environ)
         register_secrets(environ)
@@ -315,6 +343,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             classifier.close()
         if studio is not None:
             studio.close()
+        restore_signals()
 
 
 if __name__ == "__main__":

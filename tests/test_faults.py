@@ -7,11 +7,15 @@ and exit code 0.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import defaultdict
 
+import numpy as np
 import pytest
 
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone, wav_bytes
@@ -165,17 +169,67 @@ def test_permanent_refusal_fails_one_sample_and_names_it(studio, run_block):
     assert all(labels for sid, labels in final_labels(studio).items() if sid != 702)
 
 
+# --- inference failures: one sample's windows, a dead endpoint ------------------------------------------
+
+
+def test_a_sample_failing_in_a_shared_call_fails_alone_and_the_others_get_their_labels(studio, run_block,
+                                                                                       reference, monkeypatch):
+    from labeler.classifiers.remote import RemoteClassifier
+    from labeler.core import InferenceError
+
+    # A constant 0.3 that no other sample's window holds: the endpoint fails exactly its windows,
+    # as a classifier reports it (which windows failed, and the scores of the rest).
+    studio.state.add(EmuSample(799, "bad.wav", 16000, [np.full(4 * 16000, 0.3, dtype=np.float32)]))
+    calls = []
+    classify = RemoteClassifier.classify
+
+    def failing(self, windows):
+        bad = [i for i, w in enumerate(windows) if float(np.min(w)) > 0.2]
+        calls.append((len(windows), len(bad)))
+        scores = classify(self, windows)
+        if bad:
+            raise InferenceError("inference failed after 6 attempts: HTTP 500: unknown error", bad, scores)
+        return scores
+
+    monkeypatch.setattr(RemoteClassifier, "classify", failing)
+    result = run_block("--win-size-ms", "1000")
+    assert result.code == 1, result.out + result.err
+    labels = final_labels(studio)
+    assert labels.pop(799) is None and labels == reference  # the others got exactly their fault-free labels
+    assert not [w for w in studio.state.writes if w.sample_id == 799]
+    # 36 windows classified once; the retry sent only the 4 failed windows of sample 799
+    assert sum(n for n, _ in calls) == 8 * 4 + 4 + 4 and calls[-1] == (4, 4)
+    assert "not labeled: sample 799 (bad.wav): inference failed after 6 attempts: HTTP 500: unknown error " \
+           "(4 of 4 windows)" in result.out
+
+
+def test_a_dead_endpoint_stops_the_run_instead_of_failing_every_window(studio, hf, run_block):
+    from labeler.classifiers.remote import HTTP_MAX_ATTEMPTS
+
+    fill_project(studio, 20)
+    hf.state.error_after = 1  # the preflight passes, then every request answers 500
+    result = run_block("--win-size-ms", "1000")  # 80 windows, 16 per call, 3 calls at once
+    assert result.code == 1
+    assert re.search(r"ERROR: .* failed \d+ windows in a row with no success in between \(last: inference "
+                     r"failed after \d+ attempts: HTTP 500: unknown error\); stopped the run", result.err)
+    assert "Traceback" not in result.err
+    assert len(re.findall(r"not labeled: sample 7\d\d", result.out)) == 20
+    assert studio.state.writes == []
+    # only the calls in flight when it tripped were tried: no window after them, no retries
+    assert hf.state.count <= 1 + 3 * 16 * HTTP_MAX_ATTEMPTS
+
+
 # --- killed at random points, then rerun ------------------------------------------------------------
 
 
-def run_cli(studio, hf, ids_file):
+def run_cli(studio, hf, ids_file, *extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EI_", "HF_"))}
     env.update({"EI_PROJECT_API_KEY": STUDIO_KEY, "EI_API_ENDPOINT": studio.endpoint, "HF_TOKEN": HF_TOKEN,
                 "HF_ENDPOINT": hf.hub})
     return subprocess.Popen([sys.executable, "-u", str(ROOT / "transform.py"), "--data-ids-file", str(ids_file),
                              "--audioset-labels", "Speech\\nMusic\\nDog", "--backend", "remote",
                              "--inference-url", hf.url, "--win-size-ms", "1000", "--concurrency", "2",
-                             "--studio-concurrency", "32"],
+                             "--studio-concurrency", "32", *extra],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -297,3 +351,44 @@ def test_keys_never_in_output_metadata_or_proposals(studio, hf, run_block, refer
     written = json.dumps([w.body for w in studio.state.writes])
     for secret in (STUDIO_KEY, HF_TOKEN):
         assert all(secret not in r.out + r.err for r in outputs) and secret not in written
+
+
+# --- stopped by SIGTERM (docker stop, a Studio cancel) or Ctrl-C -------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_run_with_a_summary_and_nothing_half_written(studio, hf, tmp_path, signum):
+    fill_project(studio, 30)
+    studio.state.latency_s = 0.05  # every Studio call takes a while: writes are in flight at the signal
+    ids = tmp_path / "ids.json"
+    ids.write_text(json.dumps(sorted(studio.state.samples)))
+    proc = run_cli(studio, hf, ids, "--studio-concurrency", "4")
+    deadline = time.monotonic() + 60
+    while len(done_with(studio, 1000)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    signalled = time.monotonic()
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=30)
+    stop_s = time.monotonic() - signalled
+    assert proc.returncode == 1 and stop_s < 10, out
+    assert "Traceback" not in out and "ERROR: interrupted" in out
+    done = done_with(studio, 1000)
+    assert 3 <= len(done) < 30  # stopped mid-way
+    assert f"Done: {len(done)} of 30 samples labeled" in out
+    for sid, sample in studio.state.samples.items():
+        written = [w for w in studio.state.writes if w.sample_id == sid]
+        assert sid in done or not written, f"sample {sid} is half-written"
+        assert sid in done or re.search(rf"not labeled: sample {sid}\b", out), f"sample {sid} is not named"
+    print(f"SIGNAL | {signal.Signals(signum).name} | stopped in {stop_s:.2f} s | {len(done)} of 30 done, "
+          f"{30 - len(done)} named as not labeled | 0 half-written")
+
+
+def test_signal_handlers_are_put_back_and_a_run_off_the_main_thread_sets_none(project, run_block):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    assert run_block().code == 0
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    results = []
+    thread = threading.Thread(target=lambda: results.append(run_block("--force")))
+    thread.start()
+    thread.join()
+    assert results and results[0].code == 0
