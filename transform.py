@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -49,7 +48,7 @@ from labeler.audio import MODEL_MAX_INPUT_MS
 from labeler.core import (COMBINE_RULES, DEFAULT_COMBINE, DEFAULT_LABEL_MODE, LABEL_MODES, ConfigError,
                           SampleOutcome, Settings, check_writable_folder, log, plural, set_secrets)
 from labeler.folder import FolderTarget, open_folder
-from labeler.pipeline import Observer, RunStopped, Target, run
+from labeler.pipeline import Observer, RunStopped, SignalStop, Target, run
 from labeler.review import Plotter, Report
 from labeler.studio import (DEFAULT_STUDIO_CONCURRENCY, MAX_STUDIO_CONCURRENCY, Studio, StudioTarget, env_settings,
                             read_ids)
@@ -268,35 +267,10 @@ def saved(target: Target, code: int) -> int:
     return code
 
 
-def stop_on_signals() -> Callable[[], None]:
-    """Make SIGTERM stop the run as Ctrl-C does; return what puts the old handlers back.
-
-    In the container Python is PID 1, where SIGTERM (docker stop, a Studio cancel) is otherwise
-    ignored until the SIGKILL. The first signal interrupts; later ones are ignored while the
-    writes in flight finish, so a second Ctrl-C cannot cut a sample's writes in half.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None  # signal handlers can only be set from the main thread
-    interrupted: list[int] = []
-
-    def interrupt(signum: int, frame) -> None:
-        if not interrupted:
-            interrupted.append(signum)
-            raise KeyboardInterrupt
-
-    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def restore() -> None:
-        for sig, handler in old.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-
-    return restore
-
-
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
     started = time.monotonic()
     classifier = studio = None
-    restore_signals = stop_on_signals()
+    signals = SignalStop().install()
     try:
         environ = dict(os.environ if environ is None else environ)
         register_secrets(environ)
@@ -323,7 +297,9 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             where = f"{plural(len(ids), 'sample')} of project {studio.project_id} in {mode} mode"
         log(f"Labeling {where} with {args.model} ({args.backend}); labels: "
             f"{', '.join(s.output_label for s in settings.specs)}")
-        outcomes = run(ids, target, classifier, settings, build_observers(args, settings, classifier))
+        observers = build_observers(args, settings, classifier)
+        signals.raising = False  # from here on a signal stops the run where it waits, with a summary
+        outcomes = run(ids, target, classifier, settings, observers, signals.event)
         return saved(target, print_summary(outcomes, time.monotonic() - started,
                                            studio.limit.summary() if studio else ""))
     except RunStopped as stop:
@@ -343,8 +319,18 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             classifier.close()
         if studio is not None:
             studio.close()
-        restore_signals()
+        signals.restore()
+
+
+def exit_with(code: int) -> None:
+    """Exit; threads still waiting on the network after a stopped run (inference retries) must not
+    hold the exit past docker stop's 10 s, and everything was reported already."""
+    if threading.active_count() == 1:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

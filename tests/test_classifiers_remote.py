@@ -240,6 +240,23 @@ def test_dead_endpoint_fails_every_window_within_its_attempts(hf):
     assert hf.state.count == 1 + 3 * HTTP_MAX_ATTEMPTS
 
 
+def test_cancel_ends_the_retries_of_a_dead_endpoint_at_once(hf, monkeypatch):
+    import threading
+
+    import labeler.core
+
+    monkeypatch.setattr(labeler.core, "HTTP_BACKOFF_BASE_S", 5.0)  # each retry would wait 5 s, 10 s, ...
+    hf.state.error_after = 1
+    client = classifier(hf, concurrency=2, max_wait_s=60)
+    client.preflight()
+    threading.Timer(0.5, client.cancel).start()
+    started = time.monotonic()
+    with pytest.raises(FatalInferenceError, match="run stopped"):
+        client.classify([tone(MUSIC_HZ, 1, 16000)] * 6)  # 3 rounds of 2 windows, each ~75 s of retries
+    assert time.monotonic() - started < 2.0
+    assert hf.state.count == 1 + 2  # the two windows in flight were tried once; the queued four never
+
+
 def test_fatal_errors_still_propagate_from_a_group(hf):
     hf.state.always_loading = True
     with pytest.raises(FatalInferenceError, match="still loading"):

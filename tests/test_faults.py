@@ -392,3 +392,50 @@ def test_signal_handlers_are_put_back_and_a_run_off_the_main_thread_sets_none(pr
     thread.start()
     thread.join()
     assert results and results[0].code == 0
+
+
+def test_a_signal_with_inference_requests_in_flight_exits_within_docker_stops_grace(studio, hf, tmp_path):
+    fill_project(studio, 8)
+    ids = tmp_path / "ids.json"
+    ids.write_text(json.dumps(sorted(studio.state.samples)))
+    proc = run_cli(studio, hf, ids)
+    deadline = time.monotonic() + 60
+    while hf.state.count < 1 and time.monotonic() < deadline:  # the preflight was answered
+        time.sleep(0.01)
+    hf.state.latency_s = 25.0  # from now on every request takes 25 s
+    while hf.state.in_flight < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, _ = proc.communicate(timeout=40)
+    finally:
+        hf.state.latency_s = 0.0
+    stop_s = time.monotonic() - signalled
+    assert proc.returncode == 1 and stop_s < 10, f"exited {proc.returncode} after {stop_s:.1f} s\n{out}"
+    assert "not labeled" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("stage", ["writing info.labels", "printing the summary"])
+def test_a_signal_after_the_run_cannot_cut_into_saving_or_reporting(run_block, tmp_path, monkeypatch, stage):
+    import labeler.folder
+    import soundfile
+    import transform
+
+    root = tmp_path / "rec"
+    root.mkdir()
+    soundfile.write(root / "a.wav", tone(SPEECH_HZ, 2, 16000), 16000)
+    soundfile.write(root / "b.wav", tone(MUSIC_HZ, 2, 16000), 16000)
+    owner, name = (labeler.folder.FolderTarget, "finish") if stage == "writing info.labels" else \
+        (transform, "print_summary")
+    original = getattr(owner, name)
+
+    def with_signal(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to the main thread at once
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, with_signal)
+    result = run_block("--data-ids-file", "", "--input-dir", str(root),
+                       env={"EI_PROJECT_API_KEY": None, "EI_API_ENDPOINT": None})
+    assert (root / "info.labels").exists() and "Done: 2 of 2" in result.out
+    assert "Traceback" not in result.err

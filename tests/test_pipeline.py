@@ -59,6 +59,7 @@ class Fake:
     def __init__(self, fail=lambda call, values: [], preferred_batch: int = 12, parallel_groups: int = 1):
         self.fail, self.preferred_batch, self.parallel_groups = fail, preferred_batch, parallel_groups
         self.calls: list[list[float]] = []  # the value of each window of each call
+        self.cancelled = False
 
     def classify(self, windows):
         values = [float(w[0]) for w in windows]
@@ -70,6 +71,9 @@ class Fake:
         if failed:
             raise InferenceError("HTTP 500: boom", failed=failed, scores=scores)
         return scores
+
+    def cancel(self):
+        self.cancelled = True
 
     def close(self):
         pass
@@ -143,6 +147,7 @@ def test_a_dead_backend_stops_the_run_and_names_itself():
                                             "(last: HTTP 500: boom)")
     assert len(fake.calls) == 3
     assert target.written == {} and len(stop.value.outcomes) == 20 and not any(o.ok for o in stop.value.outcomes)
+    assert fake.cancelled  # work queued inside the backend is given up, not retried to the end
 
 
 def test_a_whole_call_failing_as_reported_by_the_backend_stops_the_run_at_once():
@@ -244,3 +249,24 @@ def test_progress_eta_counts_the_windows_left():
     progress.finished(planned=True, abandoned=20)  # the second sample fails: its other 20 are never classified
     progress.finished(planned=False)  # a third fails before it is loaded
     assert progress._line(elapsed_s=10.0) == "progress: 2/4 samples, 2.0 windows/s, ETA 0m10s"  # 1 x 20 left
+
+
+def test_one_sample_the_backend_cannot_score_fails_alone_however_many_windows_it_has():
+    samples = [sample(1, 0.0), sample(2, BROKEN, seconds=20.0), sample(3, 1.0), sample(4, 2.0)]
+    labeler_, target = label_run(samples, Fake(broken_windows, preferred_batch=4))
+    outcomes = by_id(labeler_.run())  # 20 failed windows in a row, but all of one sample
+    assert {i: o.ok for i, o in outcomes.items()} == {1: True, 2: False, 3: True, 4: True}
+    assert set(target.written) == {1, 3, 4}
+
+
+def test_scores_that_are_not_finite_fail_their_sample_by_name():
+    class NaNs(Fake):
+        def classify(self, windows):
+            scores = super().classify(windows)
+            scores[[float(w[0]) == BROKEN for w in windows]] = np.nan
+            return scores
+
+    labeler_, target = label_run([sample(1, 0.0), sample(2, BROKEN), sample(3, 1.0)], NaNs())
+    outcomes = by_id(labeler_.run())
+    assert 2 not in target.written and "not finite" in outcomes[2].detail
+    assert outcomes[1].ok and outcomes[3].ok and set(target.written) == {1, 3}

@@ -36,6 +36,10 @@ class Classifier(Protocol):
         """
         ...
 
+    def cancel(self) -> None:
+        """The run is stopping: give up work in flight soon (classify may then raise FatalInferenceError)."""
+        ...
+
     def close(self) -> None: ...
 
 

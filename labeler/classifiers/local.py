@@ -180,6 +180,9 @@ class LocalClassifier:
                 f"{self.batch_size}")
         return out
 
+    def cancel(self) -> None:
+        pass  # one batch runs at a time and takes seconds at most: let it finish
+
     def close(self) -> None:
         pass
 

@@ -12,6 +12,7 @@ import base64
 import concurrent.futures as cf
 import json
 import os
+import threading
 import time
 from collections.abc import Sequence
 
@@ -74,6 +75,7 @@ class RemoteClassifier:
         # current one so the endpoint never waits for a group's slowest request.
         self.preferred_batch, self.parallel_groups = concurrency, 3
         self._unavailable: str | None = None
+        self._cancelled = threading.Event()  # the run is stopping: no new attempt, no more waiting
         # Until the endpoint answers once, a bare 503 is a scaled-to-zero endpoint starting, not a failure.
         self._answered = False
 
@@ -124,6 +126,11 @@ class RemoteClassifier:
             raise InferenceError(f"{problem}{count}", failed, rows if len(failed) < len(windows) else None)
         return rows
 
+    def cancel(self) -> None:
+        """Windows still queued or between retries give up at once (a dead endpoint would cost each ~16 s)."""
+        self._unavailable = self._unavailable or "not classified (run stopped)"
+        self._cancelled.set()
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._session.close()
@@ -155,6 +162,8 @@ class RemoteClassifier:
         deadline = time.monotonic() + self._max_wait_s
         failures, polls, problem = 0, 0, "no attempt made"
         while failures < HTTP_MAX_ATTEMPTS:
+            if self._cancelled.is_set():
+                raise FatalInferenceError(self._unavailable or "not classified (run stopped)")
             try:
                 with self._limit:
                     resp = self._session.post(self.url, data=body, headers=self._headers,
@@ -178,7 +187,7 @@ class RemoteClassifier:
                                          f"({problem}); try again later or raise --max-wait-s")
                     raise FatalInferenceError(self._unavailable)
                 break
-            time.sleep(wait)
+            self._cancelled.wait(wait)
         raise InferenceError(f"inference failed after {failures} attempts: {problem}")
 
     def _problem(self, resp, failures: int, polls: int) -> tuple[str, float, bool]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,8 +34,8 @@ from ..classifiers import Classifier
 from ..core import (AlreadyLabeled, BlockError, ConfigError, FatalInferenceError, InferenceError, LoadedSample,
                    SampleError, SampleInfo, SampleOutcome, Settings, log)
 from ..timeline import Labeling, Window, class_index, label_sample, plan_windows, step_ix
-from .parts import (STOPPED, AudioBudget, CircuitBreaker, Progress, Tally, Writer, audio_seconds, call_failures,
-                    describe, one_line)
+from .parts import (STOPPED, AudioBudget, CircuitBreaker, Progress, SignalStop, Tally, Writer, audio_seconds,
+                    call_failures, describe, one_line)
 
 # Seconds of audio held between download and labeling (16 kHz float32: 64 KB per second, so
 # 38 MB); one sample longer than this is still loaded, alone.
@@ -49,11 +50,13 @@ PROGRESS_EVERY_S = 10.0
 # backend busy, small enough that progress is reported between them and few window views are held.
 CHUNK_BATCHES = 4
 # This many windows failing in a row (each after the backend's own retries), with no success in
-# between and over more than one call, means the backend is down: stop instead of failing every
+# between and over more than one sample, means the backend is down: stop instead of failing every
 # remaining sample slowly (a dead endpoint otherwise costs every window its full retries).
 BREAKER_WINDOWS = 8
 # On Ctrl-C or SIGTERM, writes already started get this long to finish (docker stop kills at 10 s).
 WRITE_GRACE_S = 8.0
+# How often the main thread, waiting on loads, inference or writes, looks at the stop signal.
+SIGNAL_POLL_S = 0.1
 
 
 class Target(Protocol):
@@ -109,9 +112,12 @@ class Labeler:
     """The pipeline: prefetched samples -> batched inference across samples -> Studio writer."""
 
     def __init__(self, ids: Sequence[int], target: Target, classifier: Classifier, settings: Settings,
-                 observers: Sequence[Observer] = ()):
+                 observers: Sequence[Observer] = (), stop: threading.Event | None = None):
         self.ids, self.target, self.classifier, self.settings = ids, target, classifier, settings
         self.observers = observers
+        # Set by a signal handler (SIGTERM, Ctrl-C): the handler only sets it, so a signal can never
+        # cut into the run's own bookkeeping; the main thread notices it while it waits.
+        self.stop = stop or threading.Event()
         self.class_index = class_index(classifier.class_names)
         self.outcomes: list[SampleOutcome] = []
         self.fatal: BlockError | None = None
@@ -153,8 +159,10 @@ class Labeler:
             for group in groups:
                 in_flight.append(pool.submit(self._flush, group))
                 while len(in_flight) > parallel:
+                    self._wait([in_flight[0]], None, cf.ALL_COMPLETED)
                     in_flight.popleft().result()
             for future in in_flight:
+                self._wait([future], None, cf.ALL_COMPLETED)
                 future.result()
         except BaseException:
             groups.close()  # loads in flight are dropped
@@ -169,6 +177,7 @@ class Labeler:
         """No new sample is loaded or classified; loaders waiting for memory give up."""
         self.fatal = self.fatal or cause
         self.audio.close()
+        self.classifier.cancel()
 
     def _interrupt(self) -> None:
         self.interrupted = self.writer.interrupted = True
@@ -177,11 +186,24 @@ class Labeler:
                                "(finished samples are skipped)"))
 
     def _close_writer(self) -> None:
-        try:
-            self.writer.close(WRITE_GRACE_S if self.interrupted else None)
-        except KeyboardInterrupt:  # the signal came while the last writes were finishing
-            self._interrupt()
-            self.writer.close(WRITE_GRACE_S)
+        """Wait for the writes; a signal while waiting leaves the writes already started WRITE_GRACE_S."""
+        while not self.interrupted:
+            if self.writer.close(SIGNAL_POLL_S):
+                return
+            if self.stop.is_set():
+                self._interrupt()
+        self.writer.close(WRITE_GRACE_S)
+
+    def _wait(self, futures, timeout_s: float | None, return_when=cf.FIRST_COMPLETED) -> set[cf.Future]:
+        """``cf.wait`` that looks at the stop signal every SIGNAL_POLL_S (raising KeyboardInterrupt)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            if self.stop.is_set() and not self.interrupted:
+                raise KeyboardInterrupt
+            left_s = SIGNAL_POLL_S if deadline is None else min(SIGNAL_POLL_S, deadline - time.monotonic())
+            done, _ = cf.wait(futures, timeout=max(0.0, left_s), return_when=return_when)
+            if done or (deadline is not None and time.monotonic() >= deadline):
+                return done
 
     def _every_outcome(self) -> list[SampleOutcome]:
         """What happened to each sample; an interrupted run names the samples it never finished."""
@@ -237,7 +259,7 @@ class Labeler:
     def _arrivals(self, pending: dict[cf.Future, tuple[int, int]],
                   timeout_s: float | None) -> list[PlannedSample] | None:
         """Samples whose loads finished (failures recorded), or None if none finished within the timeout."""
-        done, _ = cf.wait(pending, timeout=timeout_s, return_when=cf.FIRST_COMPLETED)
+        done = self._wait(pending, timeout_s)
         if not done:
             return None
         arrived = []
@@ -318,7 +340,7 @@ class Labeler:
         while todo:
             self._finish(*todo.pop(0), retries)
         if retries is not None and retries.windows:  # the retries count as one call, whichever sample came first
-            self._count(retries.windows, retries.failed, retries.error, retries.reported)
+            self._count(retries.windows, retries.failed, retries.error, retries.reported, retries.samples)
 
     def _score(self, samples: Sequence[PlannedSample], pairs: list[tuple[int, int]], rows: list[np.ndarray],
                failed: list[dict[int, str]], tally: Tally | None = None) -> None:
@@ -338,19 +360,20 @@ class Labeler:
                     failed_now, scores, error = set(range(len(chunk))), None, str(exc)
                 else:
                     self.progress.classified(len(chunk) - len(failed_now))
+                    ids = {samples[chunk[i][0]].sample.info.sample_id for i in failed_now}
                     if tally is None:
-                        self._count(len(chunk), len(failed_now), error, reported)
+                        self._count(len(chunk), len(failed_now), error, reported, ids)
                     else:
-                        tally.add(len(chunk), len(failed_now), error, reported)
+                        tally.add(len(chunk), len(failed_now), error, reported, ids)
             for i, (s, w) in enumerate(chunk):
                 if i in failed_now:
                     failed[s][w] = error
                 else:
                     rows[s][w] = scores[i]
 
-    def _count(self, windows: int, failed: int, error: str, reported: bool) -> None:
+    def _count(self, windows: int, failed: int, error: str, reported: bool, samples: set[int]) -> None:
         """Feed the circuit breaker one call's outcome; a backend that keeps failing stops the run."""
-        if self.breaker.record(windows, failed, reported) and not self._stopped():
+        if self.breaker.record(windows, failed, reported, samples) and not self._stopped():
             name = getattr(self.classifier, "name", "the classifier")
             self._stop(FatalInferenceError(
                 f"{name} failed {self.breaker.in_a_row} windows in a row with no success in between (last: "
@@ -374,6 +397,11 @@ class Labeler:
         if np.shape(scores) != (len(chunk), len(self.classifier.class_names)):
             shape = f"scores of shape {np.shape(scores)} for {len(chunk)} windows"
             return everything, None, f"inference failed: {shape}", False
+        # NaN would compare below every threshold and quietly label the window other.
+        not_finite = set(np.flatnonzero(~np.isfinite(scores).all(axis=1)).tolist())
+        if not_finite:
+            return not_finite, scores, ("inference failed: the backend returned scores that are not finite numbers "
+                                        "(audio far outside -1..1, or a broken model)"), True
         return set(), scores, "", True
 
     def _finish(self, planned: PlannedSample, rows: np.ndarray, failed: dict[int, str],
@@ -438,8 +466,11 @@ class Labeler:
 
 
 def run(ids: Sequence[int], target: Target, classifier: Classifier, settings: Settings,
-        observers: Sequence[Observer] = ()) -> list[SampleOutcome]:
-    return Labeler(ids, target, classifier, settings, observers).run()
+        observers: Sequence[Observer] = (), stop: threading.Event | None = None) -> list[SampleOutcome]:
+    return Labeler(ids, target, classifier, settings, observers, stop).run()
+
+
+__all__ = ["Labeler", "Observer", "RunStopped", "SignalStop", "Target", "run"]
 
 
 class RunStopped(Exception):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import queue
+import signal
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -72,25 +74,30 @@ class CircuitBreaker:
     them failed, and any success resets the count. From ``limit`` windows on the backend is
     suspect (failed windows are not retried). It trips there when the backend itself reported the
     failures (each window after its own retries); an unexpected error, which may be one bad
-    batch, trips it only once a second call has failed too.
+    batch, trips it only once a second call has failed too. Either way the failures must span
+    two samples: one sample the backend cannot score (however many windows it has) fails alone.
     """
 
     def __init__(self, limit: int):
         self.limit, self.in_a_row, self.calls = limit, 0, 0
+        self.samples: set[int] = set()  # the samples whose windows make up the current run of failures
         self._lock = threading.Lock()
 
     @property
     def suspect(self) -> bool:
         return self.in_a_row >= self.limit
 
-    def record(self, windows: int, failed: int, reported: bool = True) -> bool:
-        """One classify call's outcome; True when the run should stop."""
+    def record(self, windows: int, failed: int, reported: bool = True, samples: Iterable[int] = ()) -> bool:
+        """One classify call's outcome (``samples``: ids of the samples whose windows failed); True
+        when the run should stop."""
         with self._lock:
             if windows and failed == windows:
                 self.in_a_row, self.calls = self.in_a_row + failed, self.calls + 1
+                self.samples.update(samples)
             else:
                 self.in_a_row = self.calls = 0
-            return self.suspect and (reported or self.calls >= 2)
+                self.samples = set()
+            return self.suspect and (reported or self.calls >= 2) and len(self.samples) >= 2
 
 
 @dataclass
@@ -101,10 +108,12 @@ class Tally:
     failed: int = 0
     error: str = ""
     reported: bool = True  # every failure came from the backend itself, none was unexpected
+    samples: set[int] = field(default_factory=set)  # ids of the samples with failed windows
 
-    def add(self, windows: int, failed: int, error: str, reported: bool) -> None:
+    def add(self, windows: int, failed: int, error: str, reported: bool, samples: Iterable[int] = ()) -> None:
         self.windows, self.failed = self.windows + windows, self.failed + failed
         self.error, self.reported = error or self.error, self.reported and (reported or not failed)
+        self.samples.update(samples)
 
 
 class AudioBudget:
@@ -210,6 +219,7 @@ class Writer:
         self.outcomes: list[SampleOutcome] = []
         self.fatal: BlockError | None = None
         self.interrupted = self._closed = False
+        self._ends_sent = 0  # end markers queued by close(), one per writer thread
         # One thread writes all of a sample's calls in order; several samples are written at once.
         self._threads = [threading.Thread(target=self._run, name=f"writer-{i}", daemon=True)
                          for i in range(target.parallel)]
@@ -225,17 +235,20 @@ class Writer:
                 pass
         self._record(info, False, "not written (run stopped)")
 
-    def close(self, grace_s: float | None = None) -> None:
-        """Let every queued write finish; with ``grace_s``, wait at most that long."""
-        deadline = None if grace_s is None else time.monotonic() + grace_s
+    def close(self, wait_s: float | None = None) -> bool:
+        """Let every queued write finish, waiting at most ``wait_s`` (None: as long as it takes);
+        True once every writer thread has finished. May be called again to wait longer."""
+        deadline = None if wait_s is None else time.monotonic() + wait_s
         self._closed = True
         try:
-            for _ in self._threads:
+            while self._ends_sent < len(self._threads):
                 self._queue.put(None, timeout=_left_s(deadline))
+                self._ends_sent += 1
         except queue.Full:
-            pass
+            return False
         for thread in self._threads:
             thread.join(_left_s(deadline))
+        return not any(thread.is_alive() for thread in self._threads)
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -264,3 +277,34 @@ class Writer:
         self._progress.finished()
 
 
+class SignalStop:
+    """SIGTERM and Ctrl-C for one run.
+
+    In the container Python is PID 1, where SIGTERM (docker stop, a Studio cancel) is otherwise
+    ignored until the SIGKILL. Before the run starts a signal interrupts the setup
+    (KeyboardInterrupt); once it runs, a signal only sets ``event``, which the pipeline notices
+    where its main thread waits, so a signal can never cut into a write, a summary or the
+    writing of info.labels. Handlers are set only on the main thread and put back by ``restore``.
+    """
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.raising = True  # until the run starts
+        self._old: dict[int, object] = {}
+
+    def install(self) -> SignalStop:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self._old = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        first = not self.event.is_set()
+        self.event.set()
+        if first and self.raising:
+            self.raising = False
+            raise KeyboardInterrupt
