@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, tone
+from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, silence, tone
 import labeler.folder
 from conftest import ROOT
 from labeler.core import write_file_atomically
@@ -24,8 +24,10 @@ UPLOADER_CATEGORIES = {"training", "testing", "validation", "post-processing", "
 def recordings(tmp_path):
     folder = tmp_path / "recordings"
     (folder / "sub").mkdir(parents=True)
-    soundfile.write(folder / "speech_music_44k_stereo.wav",
-                    np.stack([concat(tone(SPEECH_HZ, 2, 44100), tone(MUSIC_HZ, 2, 44100))] * 2, axis=1), 44100)
+    # Channels that differ: only their mix holds speech then music (one channel alone would not).
+    left = concat(tone(SPEECH_HZ, 2, 44100), silence(2, 44100))
+    right = concat(silence(2, 44100), tone(MUSIC_HZ, 2, 44100))
+    soundfile.write(folder / "speech_music_44k_stereo.wav", np.stack([left, right], axis=1), 44100)
     soundfile.write(folder / "dog.flac", tone(DOG_HZ, 3, 22050), 22050)
     soundfile.write(folder / "sub" / "music.ogg", tone(MUSIC_HZ, 2, 48000), 48000, format="OGG", subtype="VORBIS")
     soundfile.write(folder / "sub" / "speech.mp3", tone(SPEECH_HZ, 2, 16000), 16000, format="MP3",
