@@ -27,7 +27,8 @@ A labels line is ``Model label``, ``Model label (new name)`` or ``Model label (n
 
 Exit codes: 0 every sample labeled (or already labeled with the same settings); 1 some samples
 could not be labeled (the summary names them), or a run stopped by an error after it had written
-something (to Studio or info.labels); 2 usage or configuration error, and nothing was written.
+something (to Studio or info.labels), or stopped by SIGTERM or Ctrl-C; 2 usage or configuration
+error, and nothing was written.
 Keys (``EI_PROJECT_API_KEY``, ``HF_TOKEN``, ``HF_API_KEY``) never appear in the output.
 """
 

@@ -4,8 +4,9 @@ A fatal error (bad credentials, a backend that never comes up, a backend that fa
 window) stops the run; any other failure, expected or not, costs only its own sample. When a
 group's call fails for some windows, the other samples are labeled from the rest of the scores and
 each affected sample retries only its failed windows, so a failure is pinned on its own sample.
-Ctrl-C (and SIGTERM, which transform turns into one) takes no new sample, gives the writes in
-flight a few seconds to finish, and names every sample not labeled.
+SIGTERM or Ctrl-C (``SignalStop`` sets an event; the main thread notices it where it waits) takes
+no new sample, gives the writes in flight a few seconds to finish, and names every sample not
+labeled.
 
 As many samples are loaded and written at once as the target allows (``Target.parallel``; for
 Studio its request budget, which bounds the requests themselves), so thousands of short clips
