@@ -91,3 +91,40 @@ def test_container_bad_input_exits_2_with_one_line(studio, shared_dir):
                       {"EI_PROJECT_API_KEY": STUDIO_KEY, "EI_API_ENDPOINT": studio.endpoint})
     assert proc.returncode == 2
     assert "--win-size-ms -1 is out of range" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_container_stop_ends_the_run_with_a_summary_within_the_grace(studio, hf, tmp_path):
+    """`docker stop` (a cancelled Studio job) sends SIGTERM to the block, which runs as PID 1 there."""
+    import time
+
+    from test_faults import done_with, fill_project
+
+    fill_project(studio, 30)
+    studio.state.latency_s = 0.05
+    hf.state.latency_s = 0.2  # slow enough that the run is mid-way when it is stopped
+    mount = tmp_path / "ids"
+    mount.mkdir()
+    (mount / "ids.json").write_text(json.dumps(sorted(studio.state.samples)))
+    for path in (mount, mount / "ids.json"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    name = f"ast-stop-test-{os.getpid()}"
+    env = {"EI_PROJECT_API_KEY": STUDIO_KEY, "EI_API_ENDPOINT": studio.endpoint, "HF_TOKEN": HF_TOKEN,
+           "HF_ENDPOINT": hf.hub}
+    command = [ENGINE, "run", "--rm", "--name", name, "--network", "host", "-v", f"{mount}:/data:ro",
+               *[arg for key in env for arg in ("-e", key)], IMAGE, "--data-ids-file", "/data/ids.json",
+               "--audioset-labels", "Speech\\nMusic\\nDog", "--backend", "remote", "--inference-url", hf.url,
+               "--win-size-ms", "1000", "--concurrency", "2"]
+    proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while len(done_with(studio, 1000)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stopping = time.monotonic()
+    subprocess.run([ENGINE, "stop", "--time", "10", name], capture_output=True, timeout=60)
+    out, _ = proc.communicate(timeout=60)
+    stop_s = time.monotonic() - stopping
+    done = done_with(studio, 1000)
+    assert proc.returncode == 1 and stop_s < 10, f"exit {proc.returncode} after {stop_s:.1f} s\n{out}"
+    assert 2 <= len(done) < 30 and f"Done: {len(done)} of 30 samples labeled" in out and "Traceback" not in out
+    for sid in studio.state.samples:
+        assert sid in done or not [w for w in studio.state.writes if w.sample_id == sid], f"{sid} half-written"
