@@ -269,9 +269,19 @@ def saved(target: Target, code: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
+    signals = SignalStop().install()
+    try:
+        return label(argv, environ, signals)
+    except KeyboardInterrupt:  # a signal during setup, wherever it lands (the handler raises once at most)
+        log("ERROR: interrupted before any sample was read", sys.stderr)
+        return EXIT_SOME_FAILED
+    finally:
+        signals.restore()
+
+
+def label(argv: Sequence[str] | None, environ: dict[str, str] | None, signals: SignalStop) -> int:
     started = time.monotonic()
     classifier = studio = None
-    signals = SignalStop().install()
     try:
         environ = dict(os.environ if environ is None else environ)
         register_secrets(environ)
@@ -312,15 +322,11 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     except ConfigError as exc:
         log(f"ERROR: {exc}", sys.stderr)
         return EXIT_CONFIG
-    except KeyboardInterrupt:
-        log("ERROR: interrupted", sys.stderr)
-        return EXIT_SOME_FAILED
     finally:
         if classifier is not None:
             classifier.close()
         if studio is not None:
             studio.close()
-        signals.restore()
 
 
 def exit_with(code: int) -> None:

@@ -257,6 +257,22 @@ def test_cancel_ends_the_retries_of_a_dead_endpoint_at_once(hf, monkeypatch):
     assert hf.state.count == 1 + 2  # the two windows in flight were tried once; the queued four never
 
 
+def test_cancel_does_not_wait_for_a_hanging_request(hf):
+    import threading
+
+    client = classifier(hf, concurrency=2, max_wait_s=60)
+    client.preflight()
+    hf.state.latency_s = 10.0  # the endpoint hangs on every later request
+    threading.Timer(0.3, client.cancel).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(FatalInferenceError, match="run stopped"):
+            client.classify([tone(MUSIC_HZ, 1, 16000)] * 2)
+        assert time.monotonic() - started < 2.0
+    finally:
+        hf.state.latency_s = 0.0
+
+
 def test_fatal_errors_still_propagate_from_a_group(hf):
     hf.state.always_loading = True
     with pytest.raises(FatalInferenceError, match="still loading"):

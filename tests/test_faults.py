@@ -440,3 +440,22 @@ def test_a_signal_after_the_run_cannot_cut_into_saving_or_reporting(run_block, t
                        env={"EI_PROJECT_API_KEY": None, "EI_API_ENDPOINT": None})
     assert (root / "info.labels").exists() and "Done: 2 of 2" in result.out
     assert "Traceback" not in result.err
+
+
+def test_a_signal_while_a_setup_error_is_reported_never_escapes_main(monkeypatch):
+    """Before the run a signal interrupts the setup, even while a setup error is being reported."""
+    import transform
+
+    original = transform.log
+
+    def log(message, *args, **kwargs):
+        original(message, *args, **kwargs)
+        if str(message).startswith("ERROR:"):
+            os.kill(os.getpid(), signal.SIGTERM)  # docker stop as the setup error is reported
+
+    monkeypatch.setattr(transform, "log", log)
+    try:
+        code = transform.main(["--data-ids-file", "/nonexistent.json"], {})
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped transform.main (a traceback under exit_with)")
+    assert code in (1, 2)

@@ -6,6 +6,8 @@ the label each sample must get is known, and a classifier can fail exactly the w
 """
 
 import re
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -270,3 +272,54 @@ def test_scores_that_are_not_finite_fail_their_sample_by_name():
     outcomes = by_id(labeler_.run())
     assert 2 not in target.written and "not finite" in outcomes[2].detail
     assert outcomes[1].ok and outcomes[3].ok and set(target.written) == {1, 3}
+
+
+def test_non_finite_scores_in_a_partly_failed_call_fail_their_sample():
+
+    class PartlyFailedWithNaN(Fake):
+        def classify(self, windows):
+            values = [float(w[0]) for w in windows]
+            self.calls.append(values)
+            scores = np.full((len(windows), len(CLASSES)), 0.05, dtype=np.float32)
+            for row, value in zip(scores, values):
+                row[min(round(value), len(CLASSES) - 1)] = 0.9
+            nan_rows = [i for i, v in enumerate(values) if v == 2.0]
+            scores[nan_rows] = np.nan  # sample 3's windows: not finite
+            failed = [i for i, v in enumerate(values) if v == BROKEN]
+            if failed:  # sample 2's windows fail in the same call: the rows come inside the error
+                raise InferenceError("HTTP 500: boom", failed=failed, scores=scores)
+            return scores
+
+    labeler_, target = label_run([sample(1, 0.0), sample(2, BROKEN), sample(3, 2.0)], PartlyFailedWithNaN())
+    outcomes = by_id(labeler_.run())
+    assert 3 not in target.written, f"sample 3 was written from NaN scores as {target.written.get(3)}"
+    assert not outcomes[3].ok and "not finite" in outcomes[3].detail
+
+
+def test_after_a_signal_observers_see_no_sample_once_finished():
+    """A classify thread still finishing its chunk after a signal shows observers nothing more."""
+    stop = threading.Event()
+    events: list[str] = []
+
+    class SlowOnce(Fake):
+        def classify(self, windows):
+            stop.set()  # the signal arrives while this call runs
+            time.sleep(0.5)
+            return super().classify(windows)
+
+    class Recorder:
+        def sample_labeled(self, sample_, windows, scores, labeling):
+            events.append(f"labeled {sample_.info.sample_id}")
+
+        def finish(self):
+            events.append("finish")
+
+    samples = [sample(i, 0.0) for i in range(1, 5)]
+    target = Memory(samples)
+    labeler_ = Labeler([s.info.sample_id for s in samples], target, SlowOnce(), SETTINGS, [Recorder()], stop)
+    with pytest.raises(RunStopped):
+        labeler_.run()
+    time.sleep(1.0)  # the classify thread finishes its chunk after run() has returned
+    assert "finish" in events
+    after = events[events.index("finish") + 1:]
+    assert after == [], f"observer called after finish: {after}"

@@ -32,6 +32,7 @@ HTTP_CONNECT_TIMEOUT_S = 10.0
 HTTP_READ_TIMEOUT_S = 120.0
 HTTP_MAX_ATTEMPTS = 6
 PREFLIGHT_WINDOW_S = 0.1  # the silent window sent once before any sample is read
+CANCEL_POLL_S = 0.1  # how often a classify call waiting on its windows looks for cancel()
 # Asked of the preflight when the hub's label list is unreadable: above any model's class count,
 # so the answer lists every class (servers cap top_k at the model's classes).
 LEARN_TOP_K = 10_000
@@ -112,6 +113,10 @@ class RemoteClassifier:
         problem = ""
         try:
             for ix, future in enumerate(futures):
+                # A cancelled run must not wait out a hanging request (up to the 120 s read timeout).
+                while not cf.wait([future], timeout=CANCEL_POLL_S).done:
+                    if self._cancelled.is_set():
+                        raise FatalInferenceError(self._unavailable or "not classified (run stopped)")
                 try:
                     rows[ix] = future.result()
                 except InferenceError as exc:

@@ -128,6 +128,8 @@ class Labeler:
         self.breaker = CircuitBreaker(BREAKER_WINDOWS)
         self.writer = Writer(target, self.progress)
         self._names: dict[int, str] = {}
+        self._observing = threading.Lock()  # observers see samples one at a time, and none after finish
+        self._observers_open = True
 
     def run(self) -> list[SampleOutcome]:
         """Label every sample; per-sample failures are recorded, a fatal error or Ctrl-C stops the run."""
@@ -141,6 +143,8 @@ class Labeler:
             self.audio.close()
             self._close_writer()
             self.target.finish()
+            with self._observing:  # a classify thread still finishing its chunk shows observers nothing more
+                self._observers_open = False
             for observer in self.observers:
                 observer.finish()
         outcomes = self._every_outcome()
@@ -385,6 +389,7 @@ class Labeler:
         """One classify call: which of its windows failed, the score rows, why they failed, and
         whether the backend reported it (rather than raising something unexpected)."""
         everything = set(range(len(chunk)))
+        failed, error = set(), ""
         try:
             audio = [window_audio(samples[s].sample.audio_16k, samples[s].windows[w],
                                   samples[s].sample.info.frequency_hz) for s, w in chunk]
@@ -392,18 +397,20 @@ class Labeler:
         except (ConfigError, FatalInferenceError):
             raise
         except InferenceError as exc:
-            return *call_failures(exc, len(chunk)), one_line(str(exc)), True
+            (failed, scores), error = call_failures(exc, len(chunk)), one_line(str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug or running out of memory costs these windows only
             return everything, None, f"inference failed: {describe(exc)}", False
+        if scores is None:
+            return everything, None, error, True
         if np.shape(scores) != (len(chunk), len(self.classifier.class_names)):
             shape = f"scores of shape {np.shape(scores)} for {len(chunk)} windows"
             return everything, None, f"inference failed: {shape}", False
         # NaN would compare below every threshold and quietly label the window other.
-        not_finite = set(np.flatnonzero(~np.isfinite(scores).all(axis=1)).tolist())
+        not_finite = set(np.flatnonzero(~np.isfinite(scores).all(axis=1)).tolist()) - failed
         if not_finite:
-            return not_finite, scores, ("inference failed: the backend returned scores that are not finite numbers "
-                                        "(audio far outside -1..1, or a broken model)"), True
-        return set(), scores, "", True
+            error = error or ("inference failed: the backend returned scores that are not finite numbers "
+                              "(audio far outside -1..1, or a broken model)")
+        return failed | not_finite, scores, error, True
 
     def _finish(self, planned: PlannedSample, rows: np.ndarray, failed: dict[int, str],
                 retries: Tally | None) -> None:
@@ -432,11 +439,12 @@ class Labeler:
         step = step_ix(info.values_count, info.frequency_hz, self.settings)
         labeling = label_sample(planned.windows, scores, info.values_count, step, self.settings, self.class_index)
         segments = labeling.segments
-        for observer in self.observers:
-            try:
-                observer.sample_labeled(planned.sample, planned.windows, scores, labeling)
-            except Exception as exc:  # noqa: BLE001 - a report or plot problem must not lose the labels
-                log(f"WARNING: sample {info.sample_id}: {type(observer).__name__} failed: {describe(exc)}")
+        with self._observing:
+            for observer in self.observers if self._observers_open and not self.interrupted else ():
+                try:
+                    observer.sample_labeled(planned.sample, planned.windows, scores, labeling)
+                except Exception as exc:  # noqa: BLE001 - a report or plot problem must not lose the labels
+                    log(f"WARNING: sample {info.sample_id}: {type(observer).__name__} failed: {describe(exc)}")
         used = ", ".join(sorted({s.label for s in segments}))
         count = f"{len(planned.windows)} window{'s' * (len(planned.windows) != 1)}"
         prefix = self._prefix(planned.position, info.sample_id)
