@@ -128,8 +128,9 @@ class Labeler:
         self.breaker = CircuitBreaker(BREAKER_WINDOWS)
         self.writer = Writer(target, self.progress)
         self._names: dict[int, str] = {}
-        self._observing = threading.Lock()  # observers see samples one at a time, and none after finish
-        self._observers_open = True
+        # Observers (report, plots) see no sample after their finish(), which waits for calls in progress.
+        self._observing = threading.Condition()
+        self._observers_open, self._observer_calls = True, 0
 
     def run(self) -> list[SampleOutcome]:
         """Label every sample; per-sample failures are recorded, a fatal error or Ctrl-C stops the run."""
@@ -145,6 +146,7 @@ class Labeler:
             self.target.finish()
             with self._observing:  # a classify thread still finishing its chunk shows observers nothing more
                 self._observers_open = False
+                self._observing.wait_for(lambda: not self._observer_calls)
             for observer in self.observers:
                 observer.finish()
         outcomes = self._every_outcome()
@@ -439,12 +441,7 @@ class Labeler:
         step = step_ix(info.values_count, info.frequency_hz, self.settings)
         labeling = label_sample(planned.windows, scores, info.values_count, step, self.settings, self.class_index)
         segments = labeling.segments
-        with self._observing:
-            for observer in self.observers if self._observers_open and not self.interrupted else ():
-                try:
-                    observer.sample_labeled(planned.sample, planned.windows, scores, labeling)
-                except Exception as exc:  # noqa: BLE001 - a report or plot problem must not lose the labels
-                    log(f"WARNING: sample {info.sample_id}: {type(observer).__name__} failed: {describe(exc)}")
+        self._observe(planned, scores, labeling)
         used = ", ".join(sorted({s.label for s in segments}))
         count = f"{len(planned.windows)} window{'s' * (len(planned.windows) != 1)}"
         prefix = self._prefix(planned.position, info.sample_id)
@@ -452,6 +449,24 @@ class Labeler:
             f"{len(segments)} segment{'s' * (len(segments) != 1)} [{used}]"
         summary = f"{prefix} ({info.name}): {count} -> {result} {self.target.verb}"
         return info, labeling, prefix, summary, planned.started
+
+    def _observe(self, planned: PlannedSample, scores: np.ndarray, labeling: Labeling) -> None:
+        """Show a labeled sample to the observers, unless the run stopped or they are finished."""
+        with self._observing:
+            if not self._observers_open or self.interrupted:
+                return
+            self._observer_calls += 1
+        try:
+            for observer in self.observers:
+                try:
+                    observer.sample_labeled(planned.sample, planned.windows, scores, labeling)
+                except Exception as exc:  # noqa: BLE001 - a report or plot problem must not lose the labels
+                    log(f"WARNING: sample {planned.sample.info.sample_id}: {type(observer).__name__} failed: "
+                        f"{describe(exc)}")
+        finally:
+            with self._observing:
+                self._observer_calls -= 1
+                self._observing.notify_all()
 
     def _fail_group(self, group: Sequence[PlannedSample], detail: str, quiet: bool = False) -> None:
         for p in group:
