@@ -19,10 +19,14 @@ if TYPE_CHECKING:
     from .timeline import Window
 
 MODEL_RATE_HZ = 16_000
-# AST pads or cuts every input to 1024 frames of 10 ms: anything past 10.24 s is never heard.
-MODEL_MAX_INPUT_MS = 10_240
 # One 25 ms analysis frame: the shortest input a model server accepts.
 MODEL_FRAME_SAMPLES = 400
+# AST pads or cuts its fbank to 1024 frames, one every 10 ms: anything past 10.24 s is never heard.
+MODEL_HOP_SAMPLES = 160
+MODEL_MAX_FRAMES = 1024
+MODEL_MAX_INPUT_MS = MODEL_MAX_FRAMES * MODEL_HOP_SAMPLES * 1000 // MODEL_RATE_HZ
+# The samples those frames read (10.255 s: the last frame's 25 ms reach past 10.24 s).
+MODEL_HEARD_SAMPLES = MODEL_FRAME_SAMPLES + (MODEL_MAX_FRAMES - 1) * MODEL_HOP_SAMPLES
 # A file is decoded, mixed down and resampled this many values (frames x channels) at a time, so
 # only its 16 kHz mono result is ever held whole: 30 s of 48 kHz mono, 5.8 MB as float32, whatever
 # the rate and channel count (a 1-hour 48 kHz stereo file read whole took ~3 GB).

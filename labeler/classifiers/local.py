@@ -17,12 +17,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..audio import MODEL_FRAME_SAMPLES, MODEL_RATE_HZ
+from ..audio import MODEL_FRAME_SAMPLES, MODEL_HOP_SAMPLES, MODEL_RATE_HZ
 from ..core import ConfigError, InferenceError, log
 
 # AST input: Kaldi-style log-mel fbank, 25 ms frames every 10 ms, padded or cut to 1024 frames.
 FBANK_FRAME_LEN = MODEL_FRAME_SAMPLES
-FBANK_HOP = 160
+FBANK_HOP = MODEL_HOP_SAMPLES
 FBANK_FFT = 512
 FBANK_PREEMPHASIS = 0.97
 FBANK_MEL_FLOOR = 1.192092955078125e-07

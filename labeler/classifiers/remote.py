@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..audio import MODEL_FRAME_SAMPLES, MODEL_RATE_HZ, encode_audio_16k
+from ..audio import MODEL_FRAME_SAMPLES, MODEL_HEARD_SAMPLES, MODEL_RATE_HZ, encode_audio_16k
 from ..core import (HTTP_BACKOFF_MAX_S, AdaptiveLimit, AuthError, ConfigError, FatalInferenceError, InferenceError,
                     backoff_s, retry_after_s)
 from ..timeline import class_index
@@ -36,11 +36,6 @@ CANCEL_POLL_S = 0.1  # how often a classify call waiting on its windows looks fo
 # Asked of the preflight when the hub's label list is unreadable: above any model's class count,
 # so the answer lists every class (servers cap top_k at the model's classes).
 LEARN_TOP_K = 10_000
-# AST pads or cuts its fbank to 1024 frames of 25 ms every 10 ms: the samples it hears (10.255 s;
-# local.TorchFbank.max_samples() of the same extractor). Anything longer is cut before upload.
-AST_MAX_FRAMES = 1024
-AST_HOP_SAMPLES = 160
-HEARD_SAMPLES = MODEL_FRAME_SAMPLES + (AST_MAX_FRAMES - 1) * AST_HOP_SAMPLES
 
 
 class LabelListUnavailable(Exception):
@@ -141,7 +136,7 @@ class RemoteClassifier:
         self._session.close()
 
     def _body(self, window: np.ndarray, top_k: int) -> bytes:
-        window = window[:HEARD_SAMPLES]  # the model never hears the rest: do not upload it
+        window = window[:MODEL_HEARD_SAMPLES]  # the model never hears the rest: do not upload it
         if len(window) < MODEL_FRAME_SAMPLES:  # servers reject audio shorter than one 25 ms frame
             window = np.pad(window, (0, MODEL_FRAME_SAMPLES - len(window)))
         return json.dumps({
