@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
-from .core import SampleError
+from .core import SampleError, plural
 
 if TYPE_CHECKING:
     from .timeline import Window
@@ -75,8 +75,8 @@ def _describe_bytes(data: bytes) -> str:
 
 def _out_of_memory(rate_hz: int, frames: int, channels: int) -> BadAudio:
     result_mb = math.ceil(frames * MODEL_RATE_HZ / rate_hz) * 4 / 2**20
-    return BadAudio(f"not enough memory to decode it ({frames / rate_hz:.0f} s at {rate_hz} Hz, {channels} "
-                    f"channel{'s' * (channels != 1)}; its 16 kHz mono audio alone takes {result_mb:.0f} MB): "
+    return BadAudio(f"not enough memory to decode it ({frames / rate_hz:.0f} s at {rate_hz} Hz, "
+                    f"{plural(channels, 'channel')}; its 16 kHz mono audio alone takes {result_mb:.0f} MB): "
                     "give the block more memory, or split the file into shorter ones")
 
 

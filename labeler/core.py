@@ -198,6 +198,11 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'s' * (count != 1)}"
 
 
+def first_few(items: Sequence, shown: int) -> str:
+    """The first ``shown`` items, comma-separated, with ", ..." when there are more."""
+    return ", ".join(map(str, items[:shown])) + (", ..." if len(items) > shown else "")
+
+
 def backoff_s(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (0-based)."""
     return min(HTTP_BACKOFF_MAX_S, HTTP_BACKOFF_BASE_S * 2**attempt)
@@ -293,7 +298,7 @@ class AdaptiveLimit:
         """What the limit did during the run, for the summary line; empty when it never moved."""
         if not self.decreases:
             return ""
-        return (f"{self.name} pushed back {self.decreases} time{'s' * (self.decreases != 1)} (requests in flight "
+        return (f"{self.name} pushed back {plural(self.decreases, 'time')} (requests in flight "
                 f"{self.maximum} -> as low as {self.lowest}, now {self.limit})")
 
     def _maybe_log(self) -> None:

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .audio import BadAudio, UndecodableAudio, decode_16k
-from .core import (ConfigError, LoadedSample, SampleError, SampleInfo, Settings, check_writable_folder, log, plural,
-                   write_file_atomically)
+from .core import (ConfigError, LoadedSample, SampleError, SampleInfo, Settings, check_writable_folder, first_few, log,
+                   plural, write_file_atomically)
 from .records import STATUS_DONE, block_metadata, segment_json
 from .timeline import Labeling
 
@@ -47,9 +47,8 @@ def open_folder(root: str) -> FolderFiles:
     if not files.audio:
         raise ConfigError(f"--input-dir {root}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found")
     if files.skipped:
-        shown = ", ".join(files.skipped[:NAMES_SHOWN]) + (", ..." if len(files.skipped) > NAMES_SHOWN else "")
         log(f"--input-dir {root}: skipping {plural(len(files.skipped), 'file')} that "
-            f"{'is' if len(files.skipped) == 1 else 'are'} not audio ({shown})")
+            f"{'is' if len(files.skipped) == 1 else 'are'} not audio ({first_few(files.skipped, NAMES_SHOWN)})")
     info_path = os.path.join(root, INFO_FILE)
     if os.path.isdir(info_path):
         raise ConfigError(f"--input-dir {root}: {info_path} is a folder, so the labels cannot be written there; "

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .audio import MODEL_RATE_HZ
-from .core import LoadedSample, SampleInfo, Settings, write_file_atomically
+from .core import LoadedSample, SampleInfo, Settings, plural, write_file_atomically
 from .records import segment_json
 from .timeline import Labeling, Window, class_index
 
@@ -127,9 +127,8 @@ class Plotter:
         spec_ax, score_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
         spec_ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", extent=(0, duration_s, 0, 64))
         spec_ax.set_ylabel("mel band")
-        count = len(labeling.segments)
         verdict = f"label {labeling.single_label}" if labeling.single_label is not None else \
-            f"{count} segment{'s' * (count != 1)}"
+            plural(len(labeling.segments), "segment")
         spec_ax.set_title(f"{info.name} (sample {info.sample_id}): {verdict}")
         for seg in labeling.segments:
             start, end = seg.start_ix / info.frequency_hz, (seg.end_ix + 1) / info.frequency_hz

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from .audio import decode_wav_file_16k
 from .core import (AdaptiveLimit, AlreadyLabeled, AuthError, ConfigError, LoadedSample, SampleError, SampleInfo,
-                   Settings, backoff_s, log, retry_after_s)
+                   Settings, backoff_s, first_few, log, plural, retry_after_s)
 from .records import (DISABLE, ENABLE, STATUS_DONE, STATUS_KEY, STATUS_LABELING, already_labeled, block_metadata,
                       disabled_mark_after, enabled_change, segment_json)
 from .timeline import Labeling, Segment
@@ -60,9 +60,8 @@ def read_ids(path: str) -> list[int]:
         raise ConfigError(f"--data-ids-file {path}: sample ids must be positive integers, got {bad[0]!r}")
     repeated = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
     if repeated:
-        shown = ", ".join(map(str, repeated[:IDS_SHOWN])) + (", ..." if len(repeated) > IDS_SHOWN else "")
-        log(f"--data-ids-file {path}: {len(repeated)} sample id{'s' * (len(repeated) != 1)} listed more than once "
-            f"({shown}); each sample is labeled once")
+        log(f"--data-ids-file {path}: {plural(len(repeated), 'sample id')} listed more than once "
+            f"({first_few(repeated, IDS_SHOWN)}); each sample is labeled once")
     return list(dict.fromkeys(ids))
 
 

@@ -278,19 +278,17 @@ def test_non_finite_scores_in_a_partly_failed_call_fail_their_sample():
 
     class PartlyFailedWithNaN(Fake):
         def classify(self, windows):
-            values = [float(w[0]) for w in windows]
-            self.calls.append(values)
-            scores = np.full((len(windows), len(CLASSES)), 0.05, dtype=np.float32)
-            for row, value in zip(scores, values):
-                row[min(round(value), len(CLASSES) - 1)] = 0.9
-            nan_rows = [i for i, v in enumerate(values) if v == 2.0]
-            scores[nan_rows] = np.nan  # sample 3's windows: not finite
-            failed = [i for i, v in enumerate(values) if v == BROKEN]
-            if failed:  # sample 2's windows fail in the same call: the rows come inside the error
-                raise InferenceError("HTTP 500: boom", failed=failed, scores=scores)
+            not_finite = [float(w[0]) == 2.0 for w in windows]  # sample 3's windows
+            try:
+                scores = super().classify(windows)
+            except InferenceError as exc:  # sample 2's windows fail in the same call: rows come inside the error
+                exc.scores[not_finite] = np.nan
+                raise
+            scores[not_finite] = np.nan
             return scores
 
-    labeler_, target = label_run([sample(1, 0.0), sample(2, BROKEN), sample(3, 2.0)], PartlyFailedWithNaN())
+    labeler_, target = label_run([sample(1, 0.0), sample(2, BROKEN), sample(3, 2.0)],
+                                 PartlyFailedWithNaN(broken_windows))
     outcomes = by_id(labeler_.run())
     assert 3 not in target.written, f"sample 3 was written from NaN scores as {target.written.get(3)}"
     assert not outcomes[3].ok and "not finite" in outcomes[3].detail

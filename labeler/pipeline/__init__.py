@@ -33,7 +33,7 @@ import numpy as np
 from ..audio import MODEL_MAX_INPUT_MS, window_audio
 from ..classifiers import Classifier
 from ..core import (AlreadyLabeled, BlockError, ConfigError, FatalInferenceError, InferenceError, LoadedSample,
-                   SampleError, SampleInfo, SampleOutcome, Settings, log)
+                   SampleError, SampleInfo, SampleOutcome, Settings, log, plural)
 from ..timeline import Labeling, Window, class_index, label_sample, plan_windows, step_ix
 from .parts import (STOPPED, AudioBudget, CircuitBreaker, Progress, SignalStop, Tally, Writer, audio_seconds,
                     call_failures, describe, one_line)
@@ -166,10 +166,10 @@ class Labeler:
             for group in groups:
                 in_flight.append(pool.submit(self._flush, group))
                 while len(in_flight) > parallel:
-                    self._wait([in_flight[0]], None, cf.ALL_COMPLETED)
+                    self._wait([in_flight[0]], None)
                     in_flight.popleft().result()
             for future in in_flight:
-                self._wait([future], None, cf.ALL_COMPLETED)
+                self._wait([future], None)
                 future.result()
         except BaseException:
             groups.close()  # loads in flight are dropped
@@ -201,14 +201,15 @@ class Labeler:
                 self._interrupt()
         self.writer.close(WRITE_GRACE_S)
 
-    def _wait(self, futures, timeout_s: float | None, return_when=cf.FIRST_COMPLETED) -> set[cf.Future]:
-        """``cf.wait`` that looks at the stop signal every SIGNAL_POLL_S (raising KeyboardInterrupt)."""
+    def _wait(self, futures, timeout_s: float | None) -> set[cf.Future]:
+        """The futures done once the first is (or the timeout passes), looking at the stop signal every
+        SIGNAL_POLL_S while waiting (raising KeyboardInterrupt)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             if self.stop.is_set() and not self.interrupted:
                 raise KeyboardInterrupt
             left_s = SIGNAL_POLL_S if deadline is None else min(SIGNAL_POLL_S, deadline - time.monotonic())
-            done, _ = cf.wait(futures, timeout=max(0.0, left_s), return_when=return_when)
+            done, _ = cf.wait(futures, timeout=max(0.0, left_s), return_when=cf.FIRST_COMPLETED)
             if done or (deadline is not None and time.monotonic() >= deadline):
                 return done
 
@@ -443,10 +444,10 @@ class Labeler:
         segments = labeling.segments
         self._observe(planned, scores, labeling)
         used = ", ".join(sorted({s.label for s in segments}))
-        count = f"{len(planned.windows)} window{'s' * (len(planned.windows) != 1)}"
+        count = plural(len(planned.windows), "window")
         prefix = self._prefix(planned.position, info.sample_id)
         result = f"label [{labeling.single_label}]" if labeling.single_label is not None else \
-            f"{len(segments)} segment{'s' * (len(segments) != 1)} [{used}]"
+            f"{plural(len(segments), 'segment')} [{used}]"
         summary = f"{prefix} ({info.name}): {count} -> {result} {self.target.verb}"
         return info, labeling, prefix, summary, planned.started
 
