@@ -12,11 +12,13 @@ from .timeline import Segment
 
 STATUS_KEY, SETTINGS_KEY = "ast_status", "ast_settings"
 STATUS_LABELING, STATUS_DONE = "labeling", "done"
-# Set while the sample is disabled because this block found only "other" in it: the block may
-# enable such a sample again, and never one that someone else disabled. The mark is written only
-# with the done mark, after the disable succeeded, and trusted only beside a done mark: one beside
-# "labeling" may come from a disable that was refused or cut short (earlier versions wrote the
-# mark before disabling), after which someone may have disabled the sample by hand.
+# The disabled mark: this block disabled the sample (or was disabling it) because it found only
+# "other" in it. A disabled sample carrying it is the block's to enable again, whatever
+# ``ast_status`` says: the labeling mark written before a disable already carries it (the intent),
+# so a disable that lands and a run that stops before the done mark still leave it. Only a write
+# that finds the sample enabled drops it. Studio keeps no record of who disabled a sample, so a
+# sample someone else disabled is never enabled, except one the block disabled (or was disabling)
+# that was later enabled and disabled again by hand.
 DISABLED_KEY, DISABLED_OTHER_ONLY = "ast_disabled", "other-only"
 DISABLE, ENABLE = "disable", "enable"
 
@@ -27,10 +29,10 @@ def segment_json(segment: Segment) -> dict:
 
 
 def block_metadata(existing: dict[str, str], settings: Settings, status: str,
-                   disabled_by_block: bool | None = None) -> dict[str, str]:
+                   disabled_mark: bool | None = None) -> dict[str, str]:
     """The sample's metadata plus this block's keys (Studio replaces the whole map).
 
-    ``disabled_by_block`` sets (True) or drops (False) the disabled mark; None keeps what is there.
+    ``disabled_mark`` sets (True) or drops (False) the disabled mark; None keeps what is there.
     """
     metadata = {
         **existing,
@@ -40,16 +42,16 @@ def block_metadata(existing: dict[str, str], settings: Settings, status: str,
         SETTINGS_KEY: settings.fingerprint(),
         STATUS_KEY: status,
     }
-    if disabled_by_block is True:
+    if disabled_mark is True:
         metadata[DISABLED_KEY] = DISABLED_OTHER_ONLY
-    elif disabled_by_block is False:
+    elif disabled_mark is False:
         metadata.pop(DISABLED_KEY, None)
     return metadata
 
 
-def disabled_by_block(metadata: dict[str, str]) -> bool:
-    """Whether the metadata says, in a finished record, that this block disabled the sample."""
-    return metadata.get(DISABLED_KEY) == DISABLED_OTHER_ONLY and metadata.get(STATUS_KEY) == STATUS_DONE
+def disabled_by_block(metadata: dict[str, str], is_disabled: bool) -> bool:
+    """Whether the sample is disabled and carries the block's mark: the block may enable it again."""
+    return is_disabled and metadata.get(DISABLED_KEY) == DISABLED_OTHER_ONLY
 
 
 def enabled_change(metadata: dict[str, str], is_disabled: bool, found_interest: bool,
@@ -61,19 +63,23 @@ def enabled_change(metadata: dict[str, str], is_disabled: bool, found_interest: 
     """
     if disable_other and not found_interest and not is_disabled:
         return DISABLE
-    if found_interest and is_disabled and disabled_by_block(metadata):
+    if found_interest and disabled_by_block(metadata, is_disabled):
         return ENABLE
     return None
 
 
-def disabled_mark_after(metadata: dict[str, str], is_disabled: bool, change: str | None) -> bool:
-    """Whether the sample carries the disabled mark once ``change`` is written (``None``: as it is now).
+def disabled_mark(metadata: dict[str, str], is_disabled: bool, change: str | None, done: bool) -> bool:
+    """Whether the labeling mark (``done`` False) or the done mark written around ``change`` carries the disabled mark.
 
-    A stale mark (the sample was enabled by hand, or the mark is not trusted) is dropped.
+    Before a disable the mark records the intent, and after it the fact. Before an enable the mark
+    stays (the enable may not land); the done mark after it is written while the sample is enabled,
+    so it drops the mark. Without a change the mark stays only on a sample that is disabled now.
     """
-    if change is not None:
-        return change == DISABLE
-    return is_disabled and disabled_by_block(metadata)
+    if change == DISABLE:
+        return True
+    if change == ENABLE:
+        return not done
+    return disabled_by_block(metadata, is_disabled)
 
 
 def already_labeled(metadata: dict[str, str], settings: Settings) -> bool:

@@ -26,7 +26,7 @@ from .audio import decode_wav_file_16k
 from .core import (AdaptiveLimit, AlreadyLabeled, AuthError, ConfigError, LoadedSample, SampleError, SampleInfo,
                    Settings, backoff_s, first_few, log, plural, retry_after_s)
 from .records import (DISABLE, ENABLE, STATUS_DONE, STATUS_KEY, STATUS_LABELING, already_labeled, block_metadata,
-                      disabled_mark_after, enabled_change, segment_json)
+                      disabled_mark, enabled_change, segment_json)
 from .timeline import Labeling, Segment
 
 DEFAULT_EI_API_ENDPOINT = "https://studio.edgeimpulse.com/v1"
@@ -41,6 +41,8 @@ DOWNLOAD_CHUNK_BYTES = 1 << 20
 DOWNLOAD_IN_MEMORY_BYTES = 8 << 20
 IDS_SHOWN = 5  # repeated ids named in the log line
 CHANGE_NOTES = {DISABLE: "disabled: no label of interest found", ENABLE: "enabled again: a label of interest found"}
+PROPOSED_CHANGE_NOTES = {DISABLE: "would be disabled: no label of interest found",
+                         ENABLE: "would be enabled again: a label of interest found"}
 
 
 def read_ids(path: str) -> list[int]:
@@ -78,6 +80,11 @@ def env_settings(environ: Mapping[str, str]) -> tuple[str, str, int | None]:
         raise ConfigError(f"EI_PROJECT_ID {project!r} is not a positive integer; set it to the project's id "
                           "(or leave it unset)")
     return endpoint.rstrip("/"), key, int(project) if project else None
+
+
+class StudioRefused(SampleError):
+    """Studio answered and said no (a 4xx, a refusal, or only "slow down" until the retries ran out):
+    a write that ends so did not change the sample."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +210,7 @@ class Studio:
 
         Every write here is a "set" (idempotent), so retrying POSTs is safe. Urgent calls are the writes.
         """
+        may_have_applied = False
         for attempt in range(STUDIO_ATTEMPTS):
             ticket = self.limit.acquire(urgent)
             try:
@@ -211,16 +219,24 @@ class Studio:
                 result, failure = None, exc
             finally:
                 self.limit.release()
-            if urgent and (failure is None or self._may_have_applied(failure)):
+            if failure is not None and self._may_have_applied(failure):
+                may_have_applied = True
+            if urgent and (failure is None or may_have_applied):
                 self.wrote = True
             if failure is None:
                 self.limit.succeeded()
                 return result
-            retry = self._retryable(failure, what)  # raises when a retry cannot help
+            try:
+                retry = self._retryable(failure, what)  # raises when a retry cannot help
+            except StudioRefused as exc:
+                if may_have_applied:  # an earlier attempt may have landed: not a clean refusal
+                    raise SampleError(str(exc)) from None
+                raise
             if retry.overloaded:
                 self.limit.throttled(ticket, retry.retry_after_s)
             if attempt + 1 == STUDIO_ATTEMPTS:
-                raise SampleError(f"{retry.problem} (gave up after {STUDIO_ATTEMPTS} attempts)")
+                gave_up = SampleError if may_have_applied else StudioRefused
+                raise gave_up(f"{retry.problem} (gave up after {STUDIO_ATTEMPTS} attempts)")
             time.sleep(backoff_s(attempt) if retry.retry_after_s is None else retry.retry_after_s)
         raise AssertionError("unreachable")
 
@@ -245,7 +261,7 @@ class Studio:
             if exc.status == 429 or exc.status >= 500:
                 wait = retry_after_s(exc.headers, 0.0) if exc.headers is not None else 0.0
                 return _Retry(problem, True, wait or None)  # "Retry-After: 0" means: use the backoff
-            raise SampleError(problem) from None
+            raise StudioRefused(problem) from None
         if isinstance(exc, urllib3.exceptions.HTTPError):
             reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
             timed_out = isinstance(reason, urllib3.exceptions.TimeoutError)
@@ -256,7 +272,7 @@ class Studio:
         message = f"Studio refused {what}: {str(exc)[:200]}"
         if _TRANSIENT_STUDIO_RE.search(str(exc)):
             return _Retry(message, True)
-        raise SampleError(message) from None
+        raise StudioRefused(message) from None
 
 
 # Studio answers most failures as 200 {"success": false}; these words mark the ones worth retrying
@@ -331,34 +347,47 @@ def write_result(studio: Studio, info: SampleInfo, labeling: Labeling, settings:
     settings, --force): without it, a kill after the new labels would leave a done mark that a
     rerun with those earlier settings trusts. A sample without a done mark skips it (one round
     trip less): until the done mark lands, a rerun relabels it anyway. A sample about to be
-    disabled always gets it, so a refused or cut-short disable leaves "labeling" for everyone to see.
-    The labeling mark never claims a disable that has not happened: it keeps the disabled mark
-    only where the sample is disabled by this block now, and the done mark written after a
-    successful disable is the first to carry it. Preview: one propose-changes with everything.
+    disabled or enabled always gets it: before a disable it carries the disabled mark (the
+    intent), so a disable that lands in a run that stops before its done mark is still the
+    block's to undo (``records.disabled_mark``). A disable Studio refused gets one more metadata
+    write that drops the intent. Preview: one propose-changes with everything.
     Returns a note for the sample's log line, or None.
     """
     labels, note = label_changes(info, labeling)
     change = enabled_change(info.metadata, info.is_disabled, labeling.found_interest, settings.disable_other)
-    marked = disabled_mark_after(info.metadata, info.is_disabled, change)
-    done = {**block_metadata(info.metadata, settings, STATUS_DONE, marked), **labeling.confidence}
-    notes = [n for n in (note, CHANGE_NOTES.get(change)) if n]
+    done = {**block_metadata(info.metadata, settings, STATUS_DONE,
+                             disabled_mark(info.metadata, info.is_disabled, change, done=True)),
+            **labeling.confidence}
     if job_id is not None:
         changes = {**labels, "metadata": done}
         if change is not None:
             changes["isDisabled"] = change == DISABLE
         studio.propose(info.sample_id, job_id, changes)
-        return "; ".join(notes) or None
-    if info.metadata.get(STATUS_KEY) == STATUS_DONE or change == DISABLE:
-        now = disabled_mark_after(info.metadata, info.is_disabled, None)
-        studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_LABELING, now))
+        return "; ".join(n for n in (note, PROPOSED_CHANGE_NOTES.get(change)) if n) or None
+    if info.metadata.get(STATUS_KEY) == STATUS_DONE or change is not None:
+        studio.set_metadata(info.sample_id, block_metadata(
+            info.metadata, settings, STATUS_LABELING, disabled_mark(info.metadata, info.is_disabled, change, done=False)))
     if "label" in labels:
         studio.set_label(info.sample_id, labels["label"])
     else:
         studio.set_labels(info.sample_id, labeling.segments)
     if change is not None:
-        studio.set_enabled(info.sample_id, change == ENABLE)
+        _set_enabled(studio, info, settings, change)
     studio.set_metadata(info.sample_id, done)
-    return "; ".join(notes) or None
+    return "; ".join(n for n in (note, CHANGE_NOTES.get(change)) if n) or None
+
+
+def _set_enabled(studio: Studio, info: SampleInfo, settings: Settings, change: str) -> None:
+    """Disable or enable; a disable Studio answered with a refusal drops the intent it recorded."""
+    try:
+        studio.set_enabled(info.sample_id, change == ENABLE)
+    except StudioRefused:
+        if change == DISABLE:
+            try:  # the sample is still enabled: the intent must not outlive the refusal
+                studio.set_metadata(info.sample_id, block_metadata(info.metadata, settings, STATUS_LABELING, False))
+            except SampleError:
+                pass  # the refusal is what the summary reports; a later write that finds it enabled drops the mark
+        raise
 
 
 class StudioTarget:

@@ -233,6 +233,9 @@ def run_cli(studio, hf, ids_file, *extra):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+WRITES = ("/metadata", "/structured-labels", "/disable", "/enable")
+
+
 class KillAt:
     """A Studio hook that SIGKILLs the block as the ``nth`` sample to reach its ``write``-th write sends it.
 
@@ -240,14 +243,16 @@ class KillAt:
     sample's first write); writes other samples already sent still land, as they would in Studio.
     """
 
-    def __init__(self, proc, write, nth):
-        self.proc, self.write, self.nth = proc, write, nth
+    def __init__(self, proc, write, nth, only=None):
+        self.proc, self.write, self.nth, self.only = proc, write, nth, only  # only: count these samples alone
         self.per_sample, self.reached, self.killed = defaultdict(int), 0, None
 
     def __call__(self, method, path):
-        if self.killed or method != "POST" or not path.endswith(("/metadata", "/structured-labels")):
+        if self.killed or method != "POST" or not path.endswith(WRITES):
             return "drop" if self.killed else None
         sid = int(path.split("/")[-2])
+        if self.only is not None and sid not in self.only:
+            return None
         self.per_sample[sid] += 1
         if self.per_sample[sid] == self.write:
             self.reached += 1
@@ -308,6 +313,59 @@ def test_killed_run_then_rerun_matches_a_clean_run(studio, hf, run_block, refere
     relabeled = {w.sample_id for w in studio.state.writes[writes_before:]}
     assert not relabeled & done_after_kill  # nothing finished before the kill is labeled twice
     assert_no_conflicting_writes(studio)
+
+
+# --- killed while disabling or enabling, then rerun -------------------------------------------------------
+
+# With --disable-other and labels "Dog", samples 1, 3 and 4 of fill_project(5) hold nothing of interest.
+# Disabling one takes 4 writes (labeling mark with the intent, labels, disable, done mark); enabling one
+# again (labels "Speech\nMusic\nDog") takes 4 too (labeling mark, labels, enable, done mark).
+OTHER_ONLY = {701, 703, 704}
+DISABLE_ARGS = ("--disable-other", "--audioset-labels", "Dog")
+ENABLE_ARGS = ("--disable-other", "--audioset-labels", "Speech\\nMusic\\nDog")
+
+
+def disabled_project_state(studio):
+    return {sid: (s.is_disabled, s.structured_labels, s.metadata) for sid, s in studio.state.samples.items()}
+
+
+def fault_free_states(studio, run_block):
+    """The project after a fault-free disabling run, and after a fault-free enabling run on top of it."""
+    fill_project(studio, 5)
+    assert run_block("--win-size-ms", "1000", *DISABLE_ARGS).code == 0
+    disabled = disabled_project_state(studio)
+    assert {sid for sid, (off, _, _) in disabled.items() if off} == OTHER_ONLY
+    assert run_block("--win-size-ms", "1000", *ENABLE_ARGS).code == 0
+    enabled = disabled_project_state(studio)
+    assert not any(off for off, _, _ in enabled.values())
+    return disabled, enabled
+
+
+@pytest.mark.parametrize("stage", ["disable", "enable"])
+@pytest.mark.parametrize("write", [1, 2, 3, 4], ids=["labeling", "labels", "dis-or-enable", "done"])
+def test_killed_while_disabling_or_enabling_then_rerun_matches_a_clean_run(studio, hf, run_block, tmp_path,
+                                                                           stage, write):
+    disabled, enabled = fault_free_states(studio, run_block)
+    fill_project(studio, 5)
+    if stage == "enable":  # the block disabled the other-only samples earlier
+        assert run_block("--win-size-ms", "1000", *DISABLE_ARGS).code == 0
+    args = DISABLE_ARGS if stage == "disable" else ENABLE_ARGS
+    ids = tmp_path / "ids.json"
+    ids.write_text(json.dumps(sorted(studio.state.samples)))
+    proc = run_cli(studio, hf, ids, *args)
+    studio.state.fault = kill = KillAt(proc, write, 1, only=OTHER_ONLY)
+    proc.wait(timeout=60)
+    assert kill.killed and proc.returncode == -signal.SIGKILL, proc.stdout.read()
+    studio.state.fault = None
+
+    out, _ = (rerun := run_cli(studio, hf, ids, *args)).communicate(timeout=120)
+    assert rerun.returncode == 0, out
+    assert disabled_project_state(studio) == (disabled if stage == "disable" else enabled)
+    if stage == "disable":  # and a later run that finds something enables every one of them again
+        assert run_block("--win-size-ms", "1000", *ENABLE_ARGS).code == 0
+        assert disabled_project_state(studio) == enabled
+    print(f"FAULT-PROFILE kill | --disable-other, {stage} (killed as sample {kill.killed[0]} sent "
+          f"{kill.killed[1]}), rerun | 5 samples | 0 lost, disabled state as in a clean run")
 
 
 # --- keys go only to their own hosts -------------------------------------------------------------------

@@ -124,6 +124,16 @@ def test_disable_other_preview_proposes_is_disabled(project, run_block):
     assert not any(s.is_disabled for s in project.state.samples.values())  # preview writes nothing
 
 
+def test_preview_says_what_would_be_disabled_or_enabled_without_claiming_it_was(project, run_block):
+    preview = run_block("--disable-other", "--propose-actions", "5")
+    assert "would be disabled: no label of interest found" in preview.out
+    assert "(disabled:" not in preview.out
+    assert run_block("--disable-other").code == 0  # 103 is disabled for real
+    preview = run_block("--disable-other", "--propose-actions", "6", labels="Speech\\nMusic\\nDog\\nVehicle")
+    assert "would be enabled again: a label of interest found" in preview.out
+    assert "(enabled again:" not in preview.out
+
+
 def test_a_sample_the_block_disabled_is_enabled_when_something_is_found(project, run_block):
     assert run_block("--disable-other").code == 0
     result = run_block("--disable-other", labels="Speech\\nMusic\\nDog\\nVehicle")  # noise is now of interest

@@ -71,27 +71,36 @@ def test_settings_fingerprint_is_recorded(project, run_block):
     assert STUDIO_KEY not in json.dumps(project.state.samples[101].metadata)
 
 
-# --- the disabled mark: the block only ever enables samples it really disabled ---------------------------
+# --- the disabled mark: the block enables the samples it disabled (or was disabling), no others ------------
+
+NOISE_OF_INTEREST = "Speech\\nMusic\\nDog\\nVehicle"  # the emulator scores noise as Vehicle: 103 is now of interest
 
 
 def refuse_disable(method, path):
     return (200, {}, {"success": False, "error": "Sample is locked"}) if path.endswith("/103/disable") else None
 
 
-def test_a_refused_disable_leaves_no_mark_so_a_later_hand_disable_is_kept(project, run_block):
+def disabled_state(project):
+    return {sid: (s.is_disabled, s.metadata.get("ast_disabled")) for sid, s in project.state.samples.items()}
+
+
+def test_a_disable_studio_refuses_drops_its_intent_so_a_later_hand_disable_is_kept(project, run_block):
     project.state.fault = refuse_disable
     assert run_block("--disable-other").code == 1  # 103 holds only noise: its disable is refused
     sample = project.state.samples[103]
+    # the labeling mark recorded the intent; one more write drops it, as the sample is still enabled
+    assert [w.body["metadata"].get("ast_disabled") for w in project.state.writes_of("metadata")
+            if w.sample_id == 103] == ["other-only", None]
     assert not sample.is_disabled and "ast_disabled" not in sample.metadata
     project.state.fault = None
     sample.is_disabled = True  # someone disables it by hand
-    result = run_block("--disable-other", labels="Speech\\nMusic\\nDog\\nVehicle")  # noise is now of interest
+    result = run_block("--disable-other", labels=NOISE_OF_INTEREST)
     assert result.code == 0, result.out + result.err
     assert sample.is_disabled and writes_per_sample(project, "enable") == {}
     assert "ast_disabled" not in sample.metadata
 
 
-def test_a_stale_mark_is_dropped_before_a_refused_disable(project, run_block):
+def test_a_stale_mark_is_dropped_after_a_refused_disable(project, run_block):
     run_block()
     # the block once disabled 103, then someone enabled it by hand: the mark is stale
     project.state.samples[103].metadata["ast_disabled"] = "other-only"
@@ -100,20 +109,50 @@ def test_a_stale_mark_is_dropped_before_a_refused_disable(project, run_block):
     assert "ast_disabled" not in project.state.samples[103].metadata
 
 
-def test_a_mark_left_by_an_unfinished_disable_is_not_trusted(project, run_block):
-    # what earlier versions left when a disable was refused, after which 103 was disabled by hand
+def test_a_mark_beside_labeling_is_trusted_so_the_sample_is_enabled_again(project, run_block):
+    # a run disabled 103, then stopped before its done mark
     sample = project.state.samples[103]
     sample.metadata = {"ast_status": "labeling", "ast_disabled": "other-only"}
     sample.is_disabled = True
-    result = run_block("--disable-other", labels="Speech\\nMusic\\nDog\\nVehicle")
+    result = run_block("--disable-other", labels=NOISE_OF_INTEREST)
     assert result.code == 0, result.out + result.err
-    assert sample.is_disabled and writes_per_sample(project, "enable") == {}
+    assert not sample.is_disabled and writes_per_sample(project, "enable") == {103: 1}
     assert sample.metadata["ast_status"] == "done" and "ast_disabled" not in sample.metadata
 
 
 def test_a_sample_the_block_disabled_is_still_enabled_again(project, run_block):
     assert run_block("--disable-other").code == 0
     assert project.state.samples[103].is_disabled
-    result = run_block("--disable-other", labels="Speech\\nMusic\\nDog\\nVehicle")
+    result = run_block("--disable-other", labels=NOISE_OF_INTEREST)
     assert result.code == 0 and not project.state.samples[103].is_disabled
     assert writes_per_sample(project, "enable") == {103: 1}
+
+
+def test_a_refused_enable_is_retried_by_the_next_run(project, run_block):
+    assert run_block("--disable-other").code == 0
+    project.state.fault = lambda method, path: (500, {}, {"success": False}) if path.endswith("/103/enable") \
+        else None
+    failed = run_block("--disable-other", labels=NOISE_OF_INTEREST)
+    assert failed.code == 1 and "not labeled: sample 103" in failed.out
+    assert disabled_state(project)[103] == (True, "other-only")  # the labeling mark kept the mark
+    project.state.fault = None
+    rerun = run_block("--disable-other", labels=NOISE_OF_INTEREST)
+    assert rerun.code == 0, rerun.out + rerun.err
+    assert disabled_state(project)[103] == (False, None)
+    assert project.state.samples[103].metadata["ast_status"] == "done"
+
+
+def test_a_disable_whose_done_mark_was_lost_is_still_the_blocks_to_undo(project, run_block):
+    sample = project.state.samples[103]
+
+    def lose_done_mark(method, path):  # the disable landed; the metadata write after it fails
+        return (500, {}, {"success": False}) if path.endswith("/103/metadata") and sample.is_disabled else None
+
+    project.state.fault = lose_done_mark
+    assert run_block("--disable-other").code == 1
+    assert sample.is_disabled and sample.metadata["ast_status"] == "labeling"
+    project.state.fault = None
+    assert run_block("--disable-other").code == 0  # finishes 103: done, still disabled, still marked
+    assert sample.metadata["ast_status"] == "done" and disabled_state(project)[103] == (True, "other-only")
+    assert run_block("--disable-other", labels=NOISE_OF_INTEREST).code == 0
+    assert disabled_state(project)[103] == (False, None)
