@@ -89,7 +89,7 @@ def _refuse_threshold_without_comma(model_text: str, inner: str, line: str) -> N
     """A number alone where the name goes, or a name ending in a threshold with no comma before it."""
     threshold = _threshold_text(inner)
     if threshold is not None:
-        _parse_threshold(inner, line, model_text, "")  # out of range: say that first
+        _parse_threshold(inner, line, model_text, "")  # a percentage or out of range: that message says it all
         raise ConfigError(f"--audioset-labels: line {line!r} gives a threshold where the new name goes; "
                           f"write {_line(model_text, '', threshold)!r}")
     last = _LAST_WORD_RE.fullmatch(inner)

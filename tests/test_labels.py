@@ -137,6 +137,7 @@ def test_empty_labels_message_says_what_to_give():
     ("Dog (.5)", "gives a threshold where the new name goes; write 'Dog (, .5)'"),
     ("Dog (dog 0.4)", "has no comma between the new name and the threshold; write 'Dog (dog, 0.4)'"),
     ("Dog (dog; 0.4)", "has no comma between the new name and the threshold; write 'Dog (dog, 0.4)'"),
+    ("Dog (dog: 0.4)", "has no comma between the new name and the threshold; write 'Dog (dog, 0.4)'"),
     ("Dog (dogs, cats 0.4)", "has no comma between the new name and the threshold; write 'Dog (dogs, cats, 0.4)'"),
     ("Dog (dog 40%)", "has no comma between the new name and the threshold; write 'Dog (dog, 0.4)'"),
 ])
