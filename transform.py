@@ -298,6 +298,9 @@ def label(argv: Sequence[str] | None, environ: dict[str, str] | None, signals: S
         else:
             ids = read_ids(args.data_ids_file)
             studio_env = env_settings(environ)
+            if not ids:  # a bad key or endpoint still exits 2; nothing else is loaded, created or asked
+                log(f"--data-ids-file {args.data_ids_file} lists no sample ids; nothing to label")
+                return EXIT_OK
             check_output_folders(args)
             # The backend proves it works (one window) before Studio is touched.
             classifier, settings = build_classifier_and_settings(args, environ)

@@ -46,9 +46,12 @@ PROPOSED_CHANGE_NOTES = {DISABLE: "would be disabled: no label of interest found
 
 
 def read_ids(path: str) -> list[int]:
-    """Read ids.json: a bare array (what Studio writes) or {"ids": [...]} (what the docs show)."""
+    """Read ids.json: a bare array (what Studio writes) or {"ids": [...]} (what the docs show).
+
+    A UTF-8 byte order mark is skipped: some Windows editors save one.
+    """
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             data = json.load(fh)
     except OSError as exc:
         raise ConfigError(f"--data-ids-file {path}: cannot read it ({exc.strerror})") from None

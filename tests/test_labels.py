@@ -127,3 +127,79 @@ def test_empty_labels_message_says_what_to_give():
     with pytest.raises(ConfigError) as err:
         parse_label_specs("\\n", LABELS)
     assert str(err.value) == "--audioset-labels is empty; give at least one AudioSet label, one per line"
+
+
+# --- a mistyped threshold is refused with the corrected line, never written as a label name ----------
+
+
+@pytest.mark.parametrize("line, fix", [
+    ("Dog (0.75)", "gives a threshold where the new name goes; write 'Dog (, 0.75)'"),
+    ("Dog (.5)", "gives a threshold where the new name goes; write 'Dog (, .5)'"),
+    ("Dog (dog 0.4)", "has no comma between the new name and the threshold; write 'Dog (dog, 0.4)'"),
+    ("Dog (dog; 0.4)", "has no comma between the new name and the threshold; write 'Dog (dog, 0.4)'"),
+    ("Dog (dog: 0.4)", "has no comma between the new name and the threshold; write 'Dog (dog, 0.4)'"),
+    ("Dog (dogs, cats 0.4)", "has no comma between the new name and the threshold; write 'Dog (dogs, cats, 0.4)'"),
+    ("Dog (dog 40%)", "has no comma between the new name and the threshold; write 'Dog (dog, 0.4)'"),
+])
+def test_threshold_without_its_comma_is_refused_with_the_corrected_line(line, fix):
+    with pytest.raises(ConfigError) as err:
+        parse_label_specs(f"Speech\\n{line}", LABELS)
+    assert str(err.value) == f"--audioset-labels: line {line!r} {fix}"
+
+
+@pytest.mark.parametrize("line, percentage, fix", [
+    ("Dog (dog, 50%)", "50%", "Dog (dog, 0.5)"),
+    ("Dog (dog, 33.3 %)", "33.3 %", "Dog (dog, 0.333)"),
+    ("Dog (50%)", "50%", "Dog (, 0.5)"),
+])
+def test_percentage_threshold_is_refused_with_the_fraction(line, percentage, fix):
+    with pytest.raises(ConfigError) as err:
+        parse_label_specs(line, LABELS)
+    assert str(err.value) == (f"--audioset-labels: threshold {percentage} in line {line!r} is a percentage; "
+                              f"thresholds are from 0 to 1: write {fix!r}")
+
+
+@pytest.mark.parametrize("line, text, example, plain", [
+    ("Dog (dog, nan)", "nan", "Dog (dog, 0.5)", "Dog (dog)"),
+    ("Dog (dog, inf)", "inf", "Dog (dog, 0.5)", "Dog (dog)"),
+    ("Dog (dog, -Infinity)", "-Infinity", "Dog (dog, 0.5)", "Dog (dog)"),
+    ("Dog (dog, 0.5.)", "0.5.", "Dog (dog, 0.5)", "Dog (dog)"),
+    ("Dog (dog, )", "", "Dog (dog, 0.5)", "Dog (dog)"),
+    ("Dog ( , )", "", "Dog (, 0.5)", "Dog"),
+])
+def test_number_like_text_after_the_last_comma_must_be_a_number_from_0_to_1(line, text, example, plain):
+    with pytest.raises(ConfigError) as err:
+        parse_label_specs(line, LABELS)
+    assert str(err.value) == (f"--audioset-labels: threshold {text!r} in line {line!r} is not a number from 0 to 1; "
+                              f"write e.g. {example!r}, or {plain!r} to use --min-confidence")
+
+
+@pytest.mark.parametrize("line", ["Dog (1.5)", "Dog (dog, 150%)"])
+def test_a_misplaced_or_percentage_threshold_out_of_range_is_called_out_of_range(line):
+    with pytest.raises(ConfigError, match="is out of range; use a value from 0 to 1"):
+        parse_label_specs(line, LABELS)
+
+
+@pytest.mark.parametrize("line, spec", [
+    ("Dog (dogs, cats)", LabelSpec("Dog", "dogs, cats")),  # text after the comma is not number-like
+    ("Dog (dog, 0.35)", LabelSpec("Dog", "dog", 0.35)),
+    ("Music (, 0.6)", LabelSpec("Music", "Music", 0.6)),
+    ("Dog (dog, 1)", LabelSpec("Dog", "dog", 1.0)),
+    ("Dog (dog, 0)", LabelSpec("Dog", "dog", 0.0)),
+    ("Dog (dog, 1e-1)", LabelSpec("Dog", "dog", 0.1)),
+    ("Dog (k9 unit 7)", LabelSpec("Dog", "k9 unit 7")),  # an integer last word stays in the name
+    ("Dog (version 2.0)", LabelSpec("Dog", "version 2.0")),  # a last word outside 0..1 is no threshold
+    ("Dog (dog 0.4, 0.3)", LabelSpec("Dog", "dog 0.4", 0.3)),  # with the comma, the name may end in a number
+])
+def test_lines_that_still_parse_as_before(line, spec):
+    assert parse_label_specs(line, LABELS) == (spec,)
+
+
+def test_an_integer_alone_in_the_parentheses_is_a_rename():
+    (spec,) = parse_label_specs("zero (0)", ["zero", "one"])  # a spoken-digits model
+    assert spec == LabelSpec("zero", "0")
+
+
+def test_a_model_label_that_looks_like_a_misplaced_threshold_is_matched_first():
+    (spec,) = parse_label_specs("Hum (0.5)", ["Hum (0.5)", "Hum"])
+    assert spec == LabelSpec("Hum (0.5)", "Hum (0.5)")

@@ -506,3 +506,37 @@ def test_cli_bad_input_is_one_line_without_traceback(project, tmp_path):
 def test_cli_missing_required_argument(project):
     proc = run_cli(["--audioset-labels", "Speech"], {"EI_PROJECT_API_KEY": STUDIO_KEY})
     assert proc.returncode == 2 and "--data-ids-file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- the ids file and the labels lines: cases found in review ------------------------------------------
+
+
+def test_ids_file_with_a_utf8_byte_order_mark_is_read(project, run_block, tmp_path):
+    path = tmp_path / "ids-bom.json"
+    path.write_bytes(b"\xef\xbb\xbf[101, 102]")  # what Notepad's "UTF-8 with BOM" saves
+    result = run_block("--data-ids-file", str(path))
+    assert result.code == 0, result.out + result.err
+    assert sorted(w.sample_id for w in project.state.writes if w.kind == "structured-labels") == [101, 102]
+
+
+@pytest.mark.parametrize("ids", [[], {"ids": []}])
+def test_empty_ids_list_exits_0_before_the_model_the_endpoint_or_studio(project, hf, run_block, tmp_path, ids):
+    result = run_block(ids=ids)
+    assert result.code == 0 and result.err == ""
+    assert f"--data-ids-file {tmp_path / 'ids.json'} lists no sample ids; nothing to label" in result.out
+    assert project.state.requests == [] and hf.state.count == 0
+
+
+def test_empty_ids_list_still_needs_the_studio_key(project, hf, run_block):
+    result = run_block(ids=[], env={"EI_PROJECT_API_KEY": None})
+    assert result.code == 2 and "EI_PROJECT_API_KEY is not set" in result.err
+    assert project.state.requests == [] and hf.state.count == 0
+
+
+def test_mistyped_threshold_stops_before_any_sample_or_inference(project, hf, run_block):
+    result = run_block(labels="Speech\\nDog (0.75)")
+    assert result.code == 2
+    assert result.err == ("ERROR: --audioset-labels: line 'Dog (0.75)' gives a threshold where the new name goes; "
+                          "write 'Dog (, 0.75)'\n")
+    assert_nothing_touched(project)
+    assert hf.state.count == 0
