@@ -124,6 +124,7 @@ def _canonical(model_text: str, known_lower: dict[str, str] | None) -> str:
         return model_text
     return known_lower.get(model_text.lower(), model_text)
 
+
 def parse_label_specs(text: str, known_labels: Sequence[str] | None) -> tuple[LabelSpec, ...]:
     """Parse and validate ``--audioset-labels``; unknown labels raise with close matches."""
     known_lower = None if known_labels is None else {k.lower(): k for k in known_labels}
