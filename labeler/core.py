@@ -8,6 +8,7 @@ May import: the standard library and numpy only. Everything else in ``labeler`` 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -209,12 +210,16 @@ def backoff_s(attempt: int) -> float:
 
 
 def retry_after_s(headers, default: float) -> float:
-    """A server's Retry-After in seconds (the number form), or ``default``."""
+    """A server's Retry-After in seconds (the number form), or ``default``.
+
+    Values that are not finite numbers ("inf", "nan") are ignored; callers cap finite ones.
+    """
     value = headers.get("Retry-After")
     try:
-        return max(0.0, float(value)) if value is not None else default
+        seconds = float(value) if value is not None else default
     except ValueError:
         return default
+    return max(0.0, seconds) if math.isfinite(seconds) else default
 
 
 # --- adaptive concurrency: one budget of requests in flight, shared by every caller of one service ------

@@ -35,6 +35,10 @@ STUDIO_ATTEMPTS = 7  # per request: the first try and six retries
 DEFAULT_STUDIO_CONCURRENCY = 32  # hides a 100 ms round trip for one-second clips (benchmarks/bench_studio.py)
 MAX_STUDIO_CONCURRENCY = 64
 STUDIO_MAX_REDIRECTS = 5
+# Studio's Retry-After is obeyed up to this: it holds the request and every new one (the budget).
+# One "Retry-After: 86400" must not stall a run for a day.
+STUDIO_MAX_WAIT_S = 60.0
+WAIT_LOGGED_S = 10.0  # a wait longer than this is said in the log
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 # A download larger than this goes to a temporary file while it arrives; only the decoded 16 kHz
 # mono audio is held in memory.
@@ -83,6 +87,21 @@ def env_settings(environ: Mapping[str, str]) -> tuple[str, str, int | None]:
         raise ConfigError(f"EI_PROJECT_ID {project!r} is not a positive integer; set it to the project's id "
                           "(or leave it unset)")
     return endpoint.rstrip("/"), key, int(project) if project else None
+
+
+def studio_hold_s(retry_after_s: float | None) -> float | None:
+    """How long a Studio Retry-After holds the request and the budget: capped at STUDIO_MAX_WAIT_S."""
+    return None if retry_after_s is None else min(retry_after_s, STUDIO_MAX_WAIT_S)
+
+
+def _logged_wait_s(retry: _Retry, hold_s: float | None, attempt: int, what: str) -> float:
+    """The wait before the next attempt; a long one is said in the log (a run that seems stuck is not)."""
+    wait_s = backoff_s(attempt) if hold_s is None else hold_s
+    asked_s = retry.retry_after_s or 0.0
+    if max(wait_s, asked_s) > WAIT_LOGGED_S:
+        asked = f" (Retry-After {asked_s:g} s; at most {STUDIO_MAX_WAIT_S:g} s is waited)" if asked_s > wait_s else ""
+        log(f"Studio: waiting {wait_s:g} s before retrying {what}{asked}: {retry.problem}")
+    return wait_s
 
 
 class StudioRefused(SampleError):
@@ -235,12 +254,13 @@ class Studio:
                 if may_have_applied:  # an earlier attempt may have landed: not a clean refusal
                     raise SampleError(str(exc)) from None
                 raise
+            hold_s = studio_hold_s(retry.retry_after_s)
             if retry.overloaded:
-                self.limit.throttled(ticket, retry.retry_after_s)
+                self.limit.throttled(ticket, hold_s)
             if attempt + 1 == STUDIO_ATTEMPTS:
                 gave_up = SampleError if may_have_applied else StudioRefused
                 raise gave_up(f"{retry.problem} (gave up after {STUDIO_ATTEMPTS} attempts)")
-            time.sleep(backoff_s(attempt) if retry.retry_after_s is None else retry.retry_after_s)
+            time.sleep(_logged_wait_s(retry, hold_s, attempt, what))
         raise AssertionError("unreachable")
 
     def _may_have_applied(self, exc: Exception) -> bool:

@@ -8,6 +8,7 @@ import time
 import pytest
 
 import labeler.core
+import labeler.studio
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, tone
 from labeler import pipeline
 from labeler.core import AdaptiveLimit
@@ -226,3 +227,80 @@ def test_studio_retry_after_is_honoured(studio, run_block):
     assert result.code == 0, result.out + result.err
     assert seen[1] - seen[0] >= 0.45  # the test backoff is 0.02 s: only Retry-After explains the wait
     assert "Studio pushed back 1 time (requests in flight 32 -> as low as 16" in result.out
+
+
+# --- Retry-After: obeyed up to a cap, never a reason to stall or crash ----------------------------------
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("2.5", 2.5), ("86400", 86400.0), ("1e300", 1e300), ("-3", 0.0),  # finite: the caller caps it
+    ("inf", 7.0), ("-inf", 7.0), ("nan", 7.0), ("Wed, 21 Oct 2026 07:28:00 GMT", 7.0),  # ignored: the default
+])
+def test_retry_after_ignores_values_that_are_not_finite_numbers(header, expected):
+    assert labeler.core.retry_after_s({"Retry-After": header}, 7.0) == expected
+
+
+def test_studio_holds_at_most_the_cap():
+    from labeler.studio import STUDIO_MAX_WAIT_S, studio_hold_s
+
+    assert STUDIO_MAX_WAIT_S == 60.0
+    assert studio_hold_s(86400.0) == studio_hold_s(1e300) == 60.0
+    assert studio_hold_s(2.5) == 2.5 and studio_hold_s(None) is None
+
+
+def run_with_one_rate_limited_read(studio, run_block, monkeypatch, retry_after, cap_s=0.3):
+    """Label one clip whose first read answers 429 with ``retry_after``, the Studio cap patched to
+    ``cap_s``; returns the run, the waits studio.py slept and the seconds between the two reads."""
+    import types
+
+    import labeler.studio
+
+    monkeypatch.setattr(labeler.studio, "STUDIO_MAX_WAIT_S", cap_s)
+    slept = []
+    monkeypatch.setattr(labeler.studio, "time", types.SimpleNamespace(
+        sleep=lambda s: (slept.append(s), time.sleep(min(s, 1.0))), monotonic=time.monotonic))
+    one_second_clips(studio, 1)
+    seen = []
+
+    def first_read_is_rate_limited(method, path):
+        if "/raw-data/" not in path:
+            return None
+        seen.append(time.monotonic())
+        return (429, {"Retry-After": retry_after}, {"success": False, "error": "slow"}) if len(seen) == 1 else None
+
+    studio.state.fault = first_read_is_rate_limited
+    results = []
+    # A thread, so a run that holds Studio for the whole Retry-After fails this test instead of hanging it.
+    runner = threading.Thread(target=lambda: results.append(run_block()), daemon=True)
+    runner.start()
+    runner.join(timeout=30)
+    assert results, f"the run still waits on Retry-After: {retry_after} after 30 s"
+    return results[0], slept, seen[1] - seen[0]
+
+
+def test_a_retry_after_of_a_day_waits_the_cap_and_says_so(studio, run_block, monkeypatch):
+    result, slept, gap_s = run_with_one_rate_limited_read(studio, run_block, monkeypatch, "86400")
+    assert result.code == 0, result.out + result.err
+    assert slept == [0.3]  # the request's own wait
+    assert 0.28 <= gap_s < 5  # and the hold on every request (the budget's), both capped
+    assert "Studio: waiting 0.3 s before retrying reading sample 1000 (Retry-After 86400 s; at most 0.3 s" \
+        in result.out
+
+
+@pytest.mark.parametrize("retry_after", ["inf", "1e300", "nan"])
+def test_a_retry_after_that_overflows_is_capped_or_ignored(studio, run_block, monkeypatch, retry_after):
+    result, slept, _ = run_with_one_rate_limited_read(studio, run_block, monkeypatch, retry_after)
+    assert result.code == 0, result.out + result.err  # no "timestamp out of range" for later samples
+    assert "OverflowError" not in result.out + result.err
+    assert slept == [0.3] if retry_after == "1e300" else slept[0] < 0.3  # not finite: the backoff
+
+
+def test_a_long_backoff_is_logged(monkeypatch):
+    from labeler.studio import _logged_wait_s, _Retry
+
+    logged = []
+    monkeypatch.setattr(labeler.studio, "log", logged.append)
+    monkeypatch.setattr(labeler.core, "HTTP_BACKOFF_BASE_S", 0.5)
+    assert _logged_wait_s(_Retry("HTTP 503", True), None, 5, "reading sample 7") == 16.0
+    assert _logged_wait_s(_Retry("HTTP 503", True), None, 2, "reading sample 7") == 2.0
+    assert logged == ["Studio: waiting 16 s before retrying reading sample 7: HTTP 503"]
