@@ -30,6 +30,8 @@ LABELS = [
     "Roaring cats (lions, tigers)", "Whistle", "Guitar", "Piano", "Drum", "Rain", "Wind",
 ]
 BASE_SCORE = 0.02
+PIPELINE_TOP_K = 5  # what transformers' pipeline answered without top_k, up to 4.48
+PARTIAL_CLASSES = 5  # classes in an answer after ``partial_after``
 
 
 def score_audio(audio: np.ndarray, rate_hz: int) -> dict[str, float]:
@@ -111,6 +113,13 @@ class InferenceState:
     # Classifier hardening: a window the server always fails on, an endpoint scaled to zero mid-run.
     fail_label: str | None = None  # windows whose best label is this one answer 500 on every attempt
     cold_after: int = 0  # when > 0, every request after the first N answers 503 with no estimated_time
+    # Servers that answer something other than what was asked (all default to an honest server):
+    ignore_parameters: bool = False  # answers like transformers' pipeline defaults before 4.49: top 5, softmax
+    softmax_always: bool = False  # ignores function_to_apply only (transformers' default for AST is softmax)
+    top_k_cap: int = 0  # when > 0, answers at most this many classes
+    answer_names: list[str] | None = None  # the names its model gives LABELS (a server running another model)
+    partial_after: int = 0  # when > 0, every request after the first N answers its top PARTIAL_CLASSES classes only
+    extra_labels: list[str] = field(default_factory=list)  # classes beyond LABELS, added to every answer at 0.01
     count: int = 0
     faults: int = 0  # injected fault answers (loading, 429, 5xx, drops)
     in_flight: int = 0
@@ -200,12 +209,23 @@ class _Handler(BaseHTTPRequestHandler):
         if st.fail_label and max(scores, key=scores.get) == st.fail_label:
             self._count_fault()
             return self._json({"error": "unknown error"}, 500)
-        if params.get("function_to_apply", "softmax") == "softmax":
+        self._json(self._ranked(n, scores, {} if st.ignore_parameters else params))
+
+    def _ranked(self, n: int, scores: dict[str, float], params: dict) -> list[dict]:
+        """The answer to the parameters the server heeds: sorted by score, cut to top_k."""
+        st = self.state
+        if st.softmax_always or params.get("function_to_apply", "softmax") == "softmax":
             total = sum(np.exp(v) for v in scores.values())
             scores = {k: float(np.exp(v) / total) for k, v in scores.items()}
-        ranked = sorted(({"score": s, "label": k} for k, s in scores.items() if k in st.labels),
+        names = dict(zip(LABELS, st.answer_names or LABELS))
+        ranked = sorted(({"score": s, "label": names[k]} for k, s in scores.items() if k in st.labels),
                         key=lambda item: -item["score"])
-        self._json(ranked[: int(params.get("top_k", 5))])
+        top_k = int(params.get("top_k", PIPELINE_TOP_K))
+        if st.top_k_cap:
+            top_k = min(top_k, st.top_k_cap)
+        if st.partial_after and n > st.partial_after:
+            top_k = min(top_k, PARTIAL_CLASSES)
+        return ranked[:top_k] + [{"score": 0.01, "label": label} for label in st.extra_labels]
 
     def _count_fault(self) -> None:
         with self.state.lock:

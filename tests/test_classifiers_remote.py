@@ -137,7 +137,7 @@ def test_preflight_learns_every_class_and_later_requests_ask_for_that_many(hf):
     client.preflight()
     assert sorted(client.class_names) == sorted(LABELS)
     scores = client.classify([tone(MUSIC_HZ, 1, 16000)])
-    assert [r["params"]["top_k"] for r in hf.state.requests] == [LEARN_TOP_K, len(LABELS)]
+    assert [r["params"]["top_k"] for r in hf.state.requests] == [LEARN_TOP_K, 1, len(LABELS)]
     # Bird ranks 8th for a music tone: it keeps its real score, and scores are matched by name
     assert scores[0, client.class_names.index("Bird")] == pytest.approx(0.3)
     assert scores[0, client.class_names.index("Music")] == pytest.approx(0.9)
@@ -151,14 +151,17 @@ def test_unreadable_label_list_still_finds_a_low_ranked_label(studio, hf, run_bl
     assert studio.state.labels_of(201) == [{"startIndex": 0, "endIndex": 63999, "label": "Bird"}]
     assert (f"could not read the label list of {MODEL_ID} (HTTP 404); labels are "
             f"checked against the {len(LABELS)} classes the inference endpoint {hf.url} answered") in result.out
-    assert {r["params"]["top_k"] for r in hf.state.requests[1:]} == {len(LABELS)}
+    assert {r["params"]["top_k"] for r in hf.state.requests[2:]} == {len(LABELS)}
 
 
-def test_unreadable_label_list_still_rejects_an_unknown_label(project, hf, run_block):
+def test_unreadable_label_list_still_rejects_an_unknown_label_and_says_where_the_list_came_from(
+        project, hf, run_block):
     hf.state.serve_config = False
     result = run_block(labels="Speech\\nCat")
     assert result.code == 2 and "unknown AudioSet label 'Cat'" in result.err
-    assert project.state.writes == [] and hf.state.count == 1  # the test request only
+    assert (f"(the list of classes came from the inference endpoint {hf.url}, {len(LABELS)} classes, as the "
+            "model's own list was unreadable: HTTP 404)") in result.err
+    assert project.state.writes == [] and hf.state.count == 2  # the test requests only
 
 
 # --- cold (scaled-to-zero) endpoints -----------------------------------------------------------------
@@ -278,3 +281,90 @@ def test_fatal_errors_still_propagate_from_a_group(hf):
     hf.state.always_loading = True
     with pytest.raises(FatalInferenceError, match="still loading"):
         classifier(hf, concurrency=2, max_wait_s=1).classify([tone(MUSIC_HZ, 1, 16000)] * 4)
+
+
+# --- endpoints that answer something other than what was asked ------------------------------------------
+
+
+def assert_stopped_before_studio(result, studio, *fragments: str) -> None:
+    """Exit 2 with one line naming what the endpoint did, and Studio never contacted."""
+    assert result.code == 2, result.out + result.err
+    errors = [line for line in result.err.splitlines() if line.strip()]
+    assert len(errors) == 1 and "Traceback" not in result.err, result.err
+    for fragment in fragments:
+        assert fragment in errors[0]
+    assert studio.state.requests == []
+
+
+def test_endpoint_that_ignores_parameters_stops_the_run_before_studio(project, hf, run_block):
+    hf.state.ignore_parameters = True  # top 5, softmax: every sample would be labeled other and disabled
+    result = run_block("--disable-other")
+    assert_stopped_before_studio(
+        result, project,
+        f"the inference endpoint {hf.url} answered 5 of the model's {len(LABELS)} classes to a test request "
+        f"asking for all of them (top_k {len(LABELS)}): it ignores the request's parameters or caps top_k at 5",
+        "use an endpoint that honours the request's parameters top_k and function_to_apply")
+
+
+def test_endpoint_that_ignores_parameters_stops_a_run_that_learns_the_classes(project, hf, run_block):
+    hf.state.serve_config, hf.state.ignore_parameters = False, True
+    result = run_block("--disable-other")
+    assert_stopped_before_studio(
+        result, project,
+        f"the inference endpoint {hf.url} answered 5 classes to a test request asking for 1 (top_k 1): "
+        "it ignores the request's parameters")
+    assert [r["params"]["top_k"] for r in hf.state.requests] == [LEARN_TOP_K, 1]
+
+
+def test_endpoint_that_caps_top_k_fails_the_preflight(hf):
+    hf.state.top_k_cap = 10
+    with pytest.raises(ConfigError, match=f"answered 10 of the model's {len(LABELS)} classes .* caps top_k at 10"):
+        classifier(hf).preflight()
+
+
+def test_endpoint_running_a_model_with_other_class_names_fails_the_preflight(hf):
+    hf.state.answer_names = [f"LABEL_{i}" for i in range(len(LABELS))]
+    with pytest.raises(ConfigError, match=f"answered 0 of the model's {len(LABELS)} classes .*, and {len(LABELS)} "
+                                          r"classes the model does not have \(e.g. 'LABEL_5'\): it runs another model"):
+        classifier(hf).preflight()
+
+
+@pytest.mark.parametrize("class_names", [LABELS, None], ids=["hub list", "learned list"])
+def test_softmax_scores_to_a_sigmoid_request_fail_the_preflight(hf, class_names):
+    hf.state.softmax_always = True  # honours top_k, ignores function_to_apply
+    client = RemoteClassifier(hf.url, HF_TOKEN, class_names, 4, 30.0)
+    with pytest.raises(ConfigError, match=f"asking for sigmoid scores with {len(LABELS)} scores that sum to "
+                                          "1.0000, like softmax: it ignores function_to_apply"):
+        client.preflight()
+
+
+def test_sigmoid_scores_of_silence_pass_the_preflight(hf):
+    client = classifier(hf)
+    client.preflight()  # Silence 0.95 and 14 classes at 0.02: they sum to 1.23, far from a softmax 1
+    assert hf.state.requests[0]["params"]["function_to_apply"] == "sigmoid"
+
+
+def test_answer_missing_classes_mid_run_fails_the_window_naming_the_count(hf):
+    hf.state.partial_after = 1  # the test request is answered in full, later ones with 5 classes
+    client = classifier(hf, concurrency=1)
+    client.preflight()
+    with pytest.raises(InferenceError, match=f"answered 5 of {len(LABELS)} classes") as caught:
+        client.classify([tone(MUSIC_HZ, 1, 16000)])
+    assert caught.value.failed == (0,)  # a missing class is not scored 0
+
+
+def test_answers_missing_classes_mid_run_label_no_sample_other(project, hf, run_block):
+    hf.state.partial_after = 1
+    result = run_block("--disable-other")
+    assert result.code == 1
+    assert f"answered 5 of {len(LABELS)} classes" in result.out + result.err
+    assert all(project.state.labels_of(sid) is None for sid in project.state.samples)
+    assert not any(sample.is_disabled for sample in project.state.samples.values())
+
+
+def test_classes_the_model_does_not_have_are_ignored(hf):
+    hf.state.extra_labels = ["Cat", "Speech synthesizer"]
+    client = classifier(hf)
+    client.preflight()
+    scores = client.classify([tone(MUSIC_HZ, 1, 16000)])
+    assert scores.shape == (1, len(LABELS)) and scores[0, LABELS.index("Music")] == pytest.approx(0.9)

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..core import LabelSpec, log
+from ..core import ConfigError, LabelSpec, log
 from ..labels import parse_label_specs
 
 
@@ -98,8 +98,18 @@ def _build_remote(options: BackendOptions, labels_text: str,
             log(f"WARNING: could not read the label list of {options.model} ({unreadable}); labels are checked "
                 f"against the {len(classifier.class_names)} classes {classifier.name} answered a test request "
                 f"with, not against the model's own list")
-            specs = parse_label_specs(labels_text, classifier.class_names)
+            specs = _parse_against_learned(labels_text, classifier, unreadable)
     except BaseException:
         classifier.close()
         raise
     return classifier, specs
+
+
+def _parse_against_learned(labels_text: str, classifier: Classifier, unreadable: str) -> tuple[LabelSpec, ...]:
+    """Labels checked against classes learned from the endpoint: an unknown one says where the list came from."""
+    parse_label_specs(labels_text, None)  # a mistake in the text itself is reported as it is
+    try:
+        return parse_label_specs(labels_text, classifier.class_names)
+    except ConfigError as exc:  # the text parsed above, so this is an unknown label
+        raise ConfigError(f"{exc} (the list of classes came from {classifier.name}, {len(classifier.class_names)} "
+                          f"classes, as the model's own list was unreadable: {unreadable})") from None

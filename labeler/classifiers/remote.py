@@ -2,6 +2,7 @@
 audio-classification protocol (dedicated Inference Endpoints, self-hosted servers), with
 concurrency that backs off on 429, retries for loading models, starting endpoints and transient
 failures, and the model's label list read from the hub (or learned from the endpoint's answer).
+A test request proves the endpoint honours the request's parameters; an answer missing classes is a failure.
 
 May import: ``core``, ``audio``, ``timeline``. ``requests`` is imported when a client is built.
 """
@@ -36,6 +37,12 @@ CANCEL_POLL_S = 0.1  # how often a classify call waiting on its windows looks fo
 # Asked of the preflight when the hub's label list is unreadable: above any model's class count,
 # so the answer lists every class (servers cap top_k at the model's classes).
 LEARN_TOP_K = 10_000
+# Sigmoid scores of this many classes or more that sum to 1 within the tolerance are softmax ones:
+# the endpoint ignored function_to_apply (two sigmoid scores sum to 1 too easily to tell).
+SOFTMAX_MIN_CLASSES = 3
+SOFTMAX_SUM_TOLERANCE = 1e-3
+HONOUR_PARAMETERS = ("use an endpoint that honours the request's parameters top_k and function_to_apply "
+                     "(a Hugging Face Inference Endpoint running transformers' audio-classification pipeline does)")
 
 
 class LabelListUnavailable(Exception):
@@ -82,19 +89,61 @@ class RemoteClassifier:
         from ``_problem``); a model that is loading or an endpoint that is starting is waited for,
         up to --max-wait-s; an endpoint that accepts requests without a token passes without one.
         Without a class list, the answer's labels become it.
+        An endpoint that ignores the request's parameters (top_k, function_to_apply) stops it too:
+        with the hub's list every class must be in the answer; a learned list is checked with one
+        more request asking for a single class; and sigmoid scores must not sum to 1 like softmax.
         """
         learn = not self.class_names
-        silent = np.zeros(round(PREFLIGHT_WINDOW_S * MODEL_RATE_HZ), dtype=np.float32)
-        try:
-            pairs = self._request(silent, LEARN_TOP_K if learn else len(self.class_names))
-        except (InferenceError, FatalInferenceError) as exc:
-            raise ConfigError(f"{self.name} failed a test request before any sample was read ({exc}); "
-                              "check --inference-url and that the endpoint is running") from None
+        pairs = self._test_request(LEARN_TOP_K if learn else len(self.class_names))
         if learn:
-            names = list(dict.fromkeys(label for label, _ in pairs))
+            learned: dict[str, str] = {}  # case-insensitive, as answers are matched: one column per class
+            for label, _ in pairs:
+                learned.setdefault(label.lower(), label)
+            names = list(learned.values())
             if not names:
                 raise ConfigError(f"{self.name} answered a test request with no classes; check --inference-url")
             self.class_names, self._index = names, class_index(names)
+            self._check_top_k_honoured()
+        else:
+            self._check_every_class(pairs)
+        self._check_sigmoid(pairs)
+
+    def _test_request(self, top_k: int) -> list[tuple[str, float]]:
+        silent = np.zeros(round(PREFLIGHT_WINDOW_S * MODEL_RATE_HZ), dtype=np.float32)
+        try:
+            return self._request(silent, top_k)
+        except (InferenceError, FatalInferenceError) as exc:
+            raise ConfigError(f"{self.name} failed a test request before any sample was read ({exc}); "
+                              "check --inference-url and that the endpoint is running") from None
+
+    def _check_every_class(self, pairs: list[tuple[str, float]]) -> None:
+        """Every class of the hub's list must be in an answer that asked for all of them."""
+        found, total = len(self._columns(pairs)), len(self._index)
+        if found == total:
+            return
+        unknown = list(dict.fromkeys(label for label, _ in pairs if label.lower() not in self._index))
+        asked = (f"{self.name} answered {found} of the model's {total} classes to a test request asking for all "
+                 f"of them (top_k {len(self.class_names)})")
+        if unknown:
+            raise ConfigError(f"{asked}, and {len(unknown)} classes the model does not have (e.g. {unknown[0]!r}): "
+                              "it runs another model; point --inference-url at an endpoint that runs --model")
+        raise ConfigError(f"{asked}: it ignores the request's parameters or caps top_k at {len(pairs)}; "
+                          f"{HONOUR_PARAMETERS}")
+
+    def _check_top_k_honoured(self) -> None:
+        """A learned list cannot show a missing class: ask for one class and count what comes back."""
+        answered = len(self._test_request(1))
+        if answered > 1:
+            raise ConfigError(f"{self.name} answered {answered} classes to a test request asking for 1 (top_k 1): "
+                              f"it ignores the request's parameters; {HONOUR_PARAMETERS}")
+
+    def _check_sigmoid(self, pairs: list[tuple[str, float]]) -> None:
+        scores = list(self._columns(pairs).values())  # the model's classes: extra ones may be anything
+        total = sum(scores)
+        if len(scores) >= SOFTMAX_MIN_CLASSES and abs(total - 1.0) <= SOFTMAX_SUM_TOLERANCE:
+            raise ConfigError(f"{self.name} answered a test request asking for sigmoid scores with {len(scores)} "
+                              f"scores that sum to {total:.4f}, like softmax: it ignores function_to_apply; "
+                              f"{HONOUR_PARAMETERS}")
 
     def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Scores of every window; waits for all of them, then names the ones that failed.
@@ -145,12 +194,25 @@ class RemoteClassifier:
         }).encode()
 
     def _classify_one(self, window: np.ndarray) -> np.ndarray:
+        """One window's scores; an answer missing classes fails the window (a missing class is not a 0)."""
         row = np.zeros(len(self.class_names), dtype=np.float32)
-        for label, score in self._request(window, len(self.class_names)):
+        pairs = self._request(window, len(self.class_names))
+        columns = self._columns(pairs)
+        if len(columns) < len(self._index):
+            raise InferenceError(f"the inference endpoint answered {len(columns)} of {len(self._index)} classes to "
+                                 f"a request asking for all of them (top_k {len(self.class_names)})")
+        for ix, score in columns.items():
+            row[ix] = score
+        return row
+
+    def _columns(self, pairs: list[tuple[str, float]]) -> dict[int, float]:
+        """The answer's scores by column; classes the model does not have are ignored."""
+        columns: dict[int, float] = {}
+        for label, score in pairs:
             ix = self._index.get(label.lower())
             if ix is not None:
-                row[ix] = score
-        return row
+                columns.setdefault(ix, score)
+        return columns
 
     def _request(self, window: np.ndarray, top_k: int) -> list[tuple[str, float]]:
         """POST one window until it is answered: the (label, score) pairs of the answer."""
