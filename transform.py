@@ -292,7 +292,7 @@ def label(argv: Sequence[str] | None, environ: dict[str, str] | None, signals: S
             check_output_folders(args)
             classifier, settings = build_classifier_and_settings(args, environ)
             check_other_label(settings)
-            target: Target = FolderTarget(args.input_dir, settings, files.audio)
+            target: Target = FolderTarget(args.input_dir, settings, files.audio, existing=files.existing)
             ids: list[int] = target.keys()
             where = f"{plural(len(ids), 'file')} in {args.input_dir}"
         else:

@@ -420,6 +420,7 @@ class StudioTarget:
         self.studio, self.job_id, self.settings = studio, job_id, settings
         # Preview never skips: Studio shows only samples that got a proposal.
         self._skip_done = None if force or job_id is not None else settings
+        self.rerun_skips_finished = self._skip_done is not None  # what the stop messages promise a rerun
         self.verb = "proposed" if job_id is not None else "written"
         self.parallel = studio.limit.maximum  # samples loaded and written at once; the budget bounds requests
 

@@ -219,6 +219,18 @@ def test_a_dead_endpoint_stops_the_run_instead_of_failing_every_window(studio, h
     assert hf.state.count <= 1 + 3 * 16 * HTTP_MAX_ATTEMPTS
 
 
+@pytest.mark.parametrize("mode, note", [
+    ((), "(finished samples are skipped)"),
+    (("--force",), "(a rerun labels every sample again)"),
+    (("--propose-actions", "3"), "(a rerun labels every sample again)"),
+], ids=["apply", "--force", "preview"])
+def test_a_stopped_run_promises_skipped_samples_only_where_a_rerun_skips_them(studio, hf, run_block, mode, note):
+    fill_project(studio, 8)
+    hf.state.error_after = 1  # the preflight passes, then the circuit breaker stops the run
+    result = run_block("--win-size-ms", "1000", *mode)
+    assert result.code == 1 and f"then rerun {note}" in result.err
+
+
 # --- killed at random points, then rerun ------------------------------------------------------------
 
 

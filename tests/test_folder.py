@@ -5,7 +5,9 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import soundfile
 
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, silence, tone
 import labeler.folder
-from conftest import ROOT
+from conftest import HF_TOKEN, ROOT
 from labeler.core import write_file_atomically
 from studio_emulator import validate_structured_labels
 
@@ -198,7 +200,8 @@ def test_one_file_is_one_file_and_the_upload_hint_quotes_paths_with_spaces(run_b
     soundfile.write(folder / "dog.flac", tone(DOG_HZ, 1, 16000), 16000)
     result = run_folder(run_block, folder)
     assert result.code == 0, result.out + result.err
-    assert f"Labeling 1 file in {folder} " in result.out and "(1 file)" in result.out
+    assert f"Labeling 1 file in {folder} " in result.out
+    assert f"Wrote {folder / 'info.labels'}: 1 labeled; upload with" in result.out
     hint = next(line for line in result.out.splitlines() if "edge-impulse-uploader" in line)
     command = shlex.split(hint.split("upload with ", 1)[1])
     assert command == ["edge-impulse-uploader", "--info-file", str(folder / "info.labels")]
@@ -220,12 +223,14 @@ def test_rerun_where_every_file_fails_keeps_the_old_info_labels_and_says_so(run_
     assert (recordings / "info.labels").read_text() == before
 
 
-def test_rerun_where_some_files_fail_says_they_are_left_out(run_block, recordings):
+def test_rerun_where_a_file_fails_keeps_its_earlier_entry_and_names_it(run_block, recordings):
     assert run_folder(run_block, recordings).code == 0
+    before = info_labels(recordings)["files"]
     (recordings / "dog.flac").write_bytes(b"not audio any more")
     result = run_folder(run_block, recordings)
-    assert result.code == 1 and "(3 files; 1 file not labeled is left out)" in result.out
-    assert "dog.flac" not in [f["path"] for f in info_labels(recordings)["files"]]
+    assert result.code == 1
+    assert "3 labeled, 1 kept as they were (1 not labeled this run: dog.flac)" in result.out
+    assert info_labels(recordings)["files"] == before  # same settings: every entry as the first run wrote it
 
 
 # --- safe writes --------------------------------------------------------------------------------------
@@ -257,3 +262,192 @@ def test_folder_mode_ignores_a_malformed_studio_key_it_never_uses(run_block, rec
     result = run_block("--data-ids-file", "", "--input-dir", str(recordings),
                        env={"EI_PROJECT_API_KEY": "ei_abc\r\ndef", "EI_API_ENDPOINT": None})
     assert result.code == 0, result.out + result.err
+
+
+# --- an info.labels already there is updated, never replaced --------------------------------------------
+
+EXPORT_DOG = {"path": "dog.flac", "name": "my-dog", "category": "testing", "label": {"type": "label", "label": "woof"},
+              "metadata": {"site": "lab", "labeled_by": "a person"}, "boundingBoxes": [], "attachments": ["a.json"]}
+
+
+def export(folder, *files, **top):
+    """An info.labels as Edge Impulse exports it (other tools' entries, their own keys); returns its bytes."""
+    text = json.dumps({"version": 1, "files": list(files), **top}, indent=4).encode()
+    (folder / "info.labels").write_bytes(text)
+    return text
+
+
+def entries_by_path(folder):
+    return {e["path"]: e for e in info_labels(folder)["files"]}
+
+
+def test_a_labeled_files_entry_gets_the_new_label_and_keeps_everything_else(run_block, recordings):
+    export(recordings, EXPORT_DOG)
+    assert run_folder(run_block, recordings).code == 0
+    dog = entries_by_path(recordings)["dog.flac"]
+    assert [s["label"] for s in dog["label"]["labels"]] == ["Dog"]  # replaced, as Studio relabels a sample
+    assert (dog["name"], dog["category"], dog["attachments"]) == ("my-dog", "testing", ["a.json"])
+    assert dog["metadata"]["site"] == "lab"  # existing keys stay...
+    assert dog["metadata"]["labeled_by"] == "ast-audio-labeler"  # ...and the block's keys win
+    assert "ast_settings" in dog["metadata"]
+
+
+def test_paths_match_after_normalising_dot_slash_and_backslashes(run_block, recordings):
+    export(recordings, {**EXPORT_DOG, "path": "./dog.flac"}, {"path": "sub\\music.ogg", "category": "training",
+                                                             "label": {"type": "label", "label": "tune"}})
+    assert run_folder(run_block, recordings).code == 0
+    by_path = entries_by_path(recordings)
+    assert sorted(by_path) == ["./dog.flac", "speech_music_44k_stereo.wav", "sub/speech.mp3", "sub\\music.ogg"]
+    assert by_path["sub\\music.ogg"]["category"] == "training"
+    assert [s["label"] for s in by_path["sub\\music.ogg"]["label"]["labels"]] == ["Music"]
+
+
+def test_entries_of_other_files_and_unknown_top_level_keys_are_kept_unchanged(run_block, recordings):
+    notes = {"path": "notes.txt", "category": "training", "label": {"type": "label", "label": "doc"}}
+    gone = {"path": "gone.wav", "category": "testing", "label": {"type": "label", "label": "old"}, "metadata": {}}
+    export(recordings, notes, gone, exportedBy="studio", project={"id": 42})
+    result = run_folder(run_block, recordings)
+    assert result.code == 0
+    document = info_labels(recordings)
+    assert document["files"][:2] == [notes, gone]
+    assert (document["exportedBy"], document["project"]) == ("studio", {"id": 42})
+    assert f"WARNING: {recordings / 'info.labels'} lists 1 file not found in {recordings} (gone.wav); kept its entry " \
+           "as it was" in result.out
+
+
+def test_existing_entries_keep_their_order_and_new_files_follow_in_file_order(run_block, recordings):
+    export(recordings, {"path": "sub/speech.mp3"}, {"path": "notes.txt"}, {"path": "dog.flac"})
+    assert run_folder(run_block, recordings).code == 0
+    assert [e["path"] for e in info_labels(recordings)["files"]] == [
+        "sub/speech.mp3", "notes.txt", "dog.flac", "speech_music_44k_stereo.wav", "sub/music.ogg"]
+
+
+def test_the_log_says_what_was_labeled_added_and_kept(run_block, recordings):
+    (recordings / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    export(recordings, {"path": "broken.wav"}, {"path": "notes.txt"}, {"path": "gone.wav"}, EXPORT_DOG,
+           {"path": "sub/music.ogg"})
+    result = run_folder(run_block, recordings)
+    assert result.code == 1  # broken.wav failed
+    assert f"Updated {recordings / 'info.labels'}: 4 labeled (2 new), 3 kept as they were (1 not audio, 1 not " \
+           "found, 1 not labeled this run: broken.wav); upload with" in result.out
+
+
+def test_a_rerun_where_a_file_fails_keeps_an_exported_entry_for_it(run_block, recordings):
+    (recordings / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    broken = {"path": "broken.wav", "category": "testing", "label": {"type": "label", "label": "kept"}}
+    export(recordings, broken)
+    assert run_folder(run_block, recordings).code == 1
+    assert entries_by_path(recordings)["broken.wav"] == broken
+
+
+def test_entries_the_block_did_not_write_are_backed_up_once_to_info_labels_orig(run_block, recordings):
+    original = export(recordings, EXPORT_DOG)
+    result = run_folder(run_block, recordings)
+    assert result.code == 0
+    assert (recordings / "info.labels.orig").read_bytes() == original
+    assert f"Copied {recordings / 'info.labels'} as it was to {recordings / 'info.labels.orig'}" in result.out
+    export(recordings, {**EXPORT_DOG, "name": "edited since"})
+    assert run_folder(run_block, recordings).code == 0
+    assert (recordings / "info.labels.orig").read_bytes() == original  # never overwritten
+    assert entries_by_path(recordings)["dog.flac"]["name"] == "edited since"
+
+
+def test_an_info_labels_the_block_wrote_alone_gets_no_backup(run_block, recordings):
+    assert run_folder(run_block, recordings).code == 0
+    assert run_folder(run_block, recordings).code == 0
+    assert not (recordings / "info.labels.orig").exists()
+
+
+def test_a_backup_that_cannot_be_written_leaves_info_labels_untouched(run_block, recordings, monkeypatch):
+    original = export(recordings, EXPORT_DOG)
+    real_write = labeler.folder.write_file_atomically
+
+    def orig_disk_full(path, text):
+        if path.endswith(".orig"):
+            raise OSError(28, "No space left on device", path)
+        real_write(path, text)
+    monkeypatch.setattr(labeler.folder, "write_file_atomically", orig_disk_full)
+    result = run_folder(run_block, recordings)
+    assert result.code == 1 and "info.labels.orig (No space left on device)" in result.err
+    assert (recordings / "info.labels").read_bytes() == original
+
+
+def test_a_utf8_byte_order_mark_is_accepted(run_block, recordings):
+    document = json.dumps({"version": 1, "files": [EXPORT_DOG]}).encode()
+    (recordings / "info.labels").write_bytes(b"\xef\xbb\xbf" + document)
+    assert run_folder(run_block, recordings).code == 0
+    assert entries_by_path(recordings)["dog.flac"]["category"] == "testing"
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"", "it is empty"),
+    (b"  \n", "it is empty"),
+    (b"{\"version\": 1, \"files\": [", "it is not JSON"),
+    (b"\xff\xfe{}", "it is not UTF-8 text"),
+    (b"[]", "it is not a JSON object"),
+    (b"{\"files\": []}", "it has no \"version\""),
+    (b"{\"version\": 2, \"files\": []}", "its \"version\" is 2, not 1"),
+    (b"{\"version\": true, \"files\": []}", "its \"version\" is true, not 1"),
+    (b"{\"version\": 1}", "it has no \"files\" list"),
+    (b"{\"version\": 1, \"files\": {}}", "it has no \"files\" list"),
+    (b"{\"version\": 1, \"files\": [\"dog.flac\"]}", "files[0] is not an object with a string \"path\""),
+    (b"{\"version\": 1, \"files\": [{\"path\": \"a.wav\"}, {\"name\": \"b\"}]}",
+     "files[1] is not an object with a string \"path\""),
+], ids=["empty", "blank", "not JSON", "not UTF-8", "array", "no version", "version 2", "version true", "no files",
+        "files object", "entry not object", "entry without path"])
+def test_an_info_labels_that_is_not_valid_stops_before_the_model_loads_and_is_left_untouched(
+        run_block, hf, recordings, content, why):
+    (recordings / "info.labels").write_bytes(content)
+    result = run_folder(run_block, recordings)
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+    assert f"{recordings / 'info.labels'} is not an info.labels file the block can update ({why}" in result.err
+    assert "move it away or fix it" in result.err
+    assert hf.state.requests == [] and (recordings / "info.labels").read_bytes() == content
+    assert not (recordings / "info.labels.orig").exists()
+
+
+def test_an_info_labels_that_cannot_be_read_stops_before_the_model_loads(run_block, hf, recordings):
+    os.symlink("info.labels", recordings / "info.labels")  # a loop: unreadable even for root
+    result = run_folder(run_block, recordings)
+    assert result.code == 2 and "(cannot read it: Too many levels of symbolic links)" in result.err
+    assert hf.state.requests == [] and os.path.islink(recordings / "info.labels")
+
+
+def test_sigterm_during_a_rerun_keeps_every_entry_and_updates_only_the_labeled_file(run_block, hf, tmp_path):
+    folder = tmp_path / "twenty"
+    folder.mkdir()
+    for i in range(20):
+        soundfile.write(folder / f"clip{i:02}.wav", tone(DOG_HZ, 1, 16000), 16000)
+    assert run_folder(run_block, folder).code == 0
+    first = info_labels(folder)
+    for entry in first["files"]:
+        entry["label"] = {"type": "label", "label": "from the first run"}  # what a rerun replaces, made visible
+    (folder / "info.labels").write_text(json.dumps(first))
+    # One inference request at a time, each taking 2 s: the signal, sent once the first file is
+    # labeled, lands while the second file's request is in flight.
+    hf.state.latency_s = 2.0
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EI_", "HF_"))}
+    env.update({"HF_TOKEN": HF_TOKEN, "HF_ENDPOINT": hf.hub})
+    proc = subprocess.Popen([sys.executable, "-u", str(ROOT / "transform.py"), "--input-dir", str(folder),
+                             "--audioset-labels", "Speech\\nMusic\\nDog", "--backend", "remote",
+                             "--inference-url", hf.url, "--concurrency", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if " labeled in " in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out = "".join(seen) + proc.communicate(timeout=30)[0]
+    assert proc.returncode == 1 and "ERROR: interrupted" in out, out
+    after = info_labels(folder)["files"]
+    assert [e["path"] for e in after] == [e["path"] for e in first["files"]]  # all 20, in their order
+    assert sum(e["label"] != {"type": "label", "label": "from the first run"} for e in after) == 1, out
+    assert "Updated" in out and "1 labeled, 19 kept as they were (19 not labeled this run: " in out
+
+
+def test_a_stopped_folder_run_says_a_rerun_labels_every_file_again(run_block, hf, recordings):
+    hf.state.error_after = 1  # the preflight passes, then every request answers 500: the circuit breaker stops
+    result = run_folder(run_block, recordings, "--win-size-ms", "1000")
+    assert result.code == 1 and "stopped the run" in result.err
+    assert "(a rerun labels every sample again)" in result.err and "finished samples are skipped" not in result.err

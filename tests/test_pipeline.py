@@ -33,6 +33,7 @@ class Memory:
     """A target holding samples in memory and the labels written to it."""
 
     verb = "stored"
+    rerun_skips_finished = False
 
     def __init__(self, samples, parallel: int = 2, write=None):
         self.samples = {s.info.sample_id: s for s in samples}
@@ -168,6 +169,33 @@ def test_failures_between_successes_never_stop_the_run():
     labeler_, target = label_run(samples, fake)
     assert all(o.ok for o in labeler_.run())  # the failed groups' samples were retried one by one
     assert len(target.written) == 30 and len(fake.calls) > 15
+
+
+# --- what a stop message promises a rerun -------------------------------------------------------------
+
+RERUN_NOTES = [(True, "(finished samples are skipped)"), (False, "(a rerun labels every sample again)")]
+
+
+@pytest.mark.parametrize("skips, note", RERUN_NOTES, ids=["Studio apply", "folder, preview or --force"])
+def test_the_circuit_breaker_says_what_a_rerun_does_with_finished_samples(skips, note):
+    samples = [sample(i, 0.0) for i in range(1, 21)]
+    labeler_, target = label_run(samples, Fake(lambda call, values: range(len(values)), preferred_batch=4))
+    target.rerun_skips_finished = skips
+    with pytest.raises(RunStopped) as stop:
+        labeler_.run()
+    assert str(stop.value.cause).endswith(f"then rerun {note}")
+
+
+@pytest.mark.parametrize("skips, note", RERUN_NOTES, ids=["Studio apply", "folder, preview or --force"])
+def test_an_interrupt_says_what_a_rerun_does_with_finished_samples(skips, note):
+    stop = threading.Event()
+    stop.set()  # the signal came before the first sample
+    samples = [sample(i, 0.0) for i in range(1, 5)]
+    target = Memory(samples)
+    target.rerun_skips_finished = skips
+    with pytest.raises(RunStopped) as stopped:
+        Labeler([s.info.sample_id for s in samples], target, Fake(), SETTINGS, [], stop).run()
+    assert str(stopped.value.cause).endswith(f"rerun to label the samples named below {note}")
 
 
 # --- unexpected errors ------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ class Target(Protocol):
 
     verb: str  # how the log says labels were stored
     parallel: int  # samples loaded, and samples written, at once
+    rerun_skips_finished: bool  # a rerun skips the samples this run finished (the stop messages say which)
 
     def load(self, key: int, admit: Callable[[SampleInfo], None]) -> LoadedSample:
         """``admit(info)`` is called once the length is known, before the audio is fetched; it may wait."""
@@ -190,7 +191,12 @@ class Labeler:
         self.interrupted = self.writer.interrupted = True
         self._stop(Interrupted(f"interrupted: no new sample was started and writes in flight had up to "
                                f"{WRITE_GRACE_S:g} s to finish; rerun to label the samples named below "
-                               "(finished samples are skipped)"))
+                               f"({self._rerun_note()})"))
+
+    def _rerun_note(self) -> str:
+        """What a rerun after a stop does with the samples this run finished."""
+        return "finished samples are skipped" if self.target.rerun_skips_finished else \
+            "a rerun labels every sample again"
 
     def _close_writer(self) -> None:
         """Wait for the writes; a signal while waiting leaves the writes already started WRITE_GRACE_S."""
@@ -385,7 +391,7 @@ class Labeler:
             name = getattr(self.classifier, "name", "the classifier")
             self._stop(FatalInferenceError(
                 f"{name} failed {self.breaker.in_a_row} windows in a row with no success in between (last: "
-                f"{error}); stopped the run: check that it is up, then rerun (finished samples are skipped)"))
+                f"{error}); stopped the run: check that it is up, then rerun ({self._rerun_note()})"))
 
     def _classify_chunk(self, samples: Sequence[PlannedSample],
                         chunk: list[tuple[int, int]]) -> tuple[set[int], np.ndarray | None, str, bool]:
