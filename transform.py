@@ -38,7 +38,6 @@ import argparse
 import os
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -268,15 +267,27 @@ def saved(target: Target, code: int) -> int:
     return code
 
 
-def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None,
+         keep_signal_handlers: bool = False) -> int:
+    """Run the block; returns the exit code.
+
+    Once the outcome is decided (the summary printed, or a setup error reported), a signal changes
+    nothing. In-process callers get their signal handlers back; the program keeps the flag-only
+    handler until the process is gone (``keep_signal_handlers``), so a SIGTERM just after "Done:"
+    cannot turn a finished run into exit 143.
+    """
     signals = SignalStop().install()
     try:
-        return label(argv, environ, signals)
+        try:
+            return label(argv, environ, signals)
+        finally:
+            signals.raising = False
     except KeyboardInterrupt:  # a signal during setup, wherever it lands (the handler raises once at most)
         log("ERROR: interrupted before any sample was read", sys.stderr)
         return EXIT_SOME_FAILED
     finally:
-        signals.restore()
+        if not keep_signal_handlers:
+            signals.restore()
 
 
 def label(argv: Sequence[str] | None, environ: dict[str, str] | None, signals: SignalStop) -> int:
@@ -333,14 +344,16 @@ def label(argv: Sequence[str] | None, environ: dict[str, str] | None, signals: S
 
 
 def exit_with(code: int) -> None:
-    """Exit; threads still waiting on the network after a stopped run (inference retries) must not
-    hold the exit past docker stop's 10 s, and everything was reported already."""
-    if threading.active_count() == 1:
-        sys.exit(code)
+    """Exit at once with ``code``: everything was reported and saved already.
+
+    No interpreter shutdown: it would wait for threads still on the network after a stopped run
+    (inference retries) past docker stop's 10 s, and it puts the default signal handlers back
+    before the process is gone, so a late SIGTERM would still end a finished run with 143.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
 
 if __name__ == "__main__":
-    exit_with(main())
+    exit_with(main(keep_signal_handlers=True))

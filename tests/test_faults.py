@@ -464,6 +464,37 @@ def test_signal_handlers_are_put_back_and_a_run_off_the_main_thread_sets_none(pr
     assert results and results[0].code == 0
 
 
+def signal_until_exit(proc, signum, every_s=0.002):
+    """Send ``signum`` again and again until the process is gone: every point after now is hit."""
+    while proc.poll() is None:
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            break
+        time.sleep(every_s)
+    return proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("outcome", ["all labeled", "one failed"])
+def test_a_signal_after_the_summary_changes_nothing(studio, hf, tmp_path, signum, outcome):
+    fill_project(studio, 3)
+    if outcome == "one failed":
+        studio.state.samples[701].wav_override = b"not a wav file"
+    ids = tmp_path / "ids.json"
+    ids.write_text(json.dumps(sorted(studio.state.samples)))
+    proc = run_cli(studio, hf, ids)
+    lines = []
+    for line in proc.stdout:  # the summary's first line is printed, and the run is decided
+        lines.append(line)
+        if line.startswith("Done:"):
+            break
+    code = signal_until_exit(proc, signum)
+    out = "".join(lines) + proc.stdout.read()
+    assert code == (0 if outcome == "all labeled" else 1), out
+    assert "Traceback" not in out and "interrupted" not in out
+
+
 def test_a_signal_with_inference_requests_in_flight_exits_within_docker_stops_grace(studio, hf, tmp_path):
     fill_project(studio, 8)
     ids = tmp_path / "ids.json"
