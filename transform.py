@@ -41,13 +41,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from labeler.classifiers import BackendOptions, Classifier, build_classifier
+from labeler.classifiers import BackendOptions, Classifier, build_classifier, warn_if_windows_are_longer_than_heard
 from labeler.classifiers.local import DTYPES
 from labeler.classifiers.remote import DEFAULT_CONCURRENCY, DEFAULT_INFERENCE_URL, DEFAULT_MAX_WAIT_S
-from labeler.audio import MODEL_MAX_INPUT_MS
 from labeler.core import (COMBINE_RULES, DEFAULT_COMBINE, DEFAULT_LABEL_MODE, LABEL_MODES, ConfigError,
-                          SampleOutcome, Settings, check_writable_folder, log, plural, set_secrets)
+                          SampleOutcome, Settings, check_writable_folder, clean_keys, log, plural, set_secrets)
 from labeler.folder import FolderTarget, open_folder
+from labeler.models import DEFAULT_SCORE_FUNCTION, SCORE_FUNCTIONS
 from labeler.pipeline import Observer, RunStopped, SignalStop, Target, run
 from labeler.review import Plotter, Report
 from labeler.studio import (DEFAULT_STUDIO_CONCURRENCY, MAX_STUDIO_CONCURRENCY, Studio, StudioTarget, env_settings,
@@ -107,14 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--propose-actions", type=_int_range("--propose-actions", 1), metavar="JOB",
                    help="preview mode: propose changes for this AI Actions job instead of writing")
     p.add_argument("--audioset-labels", required=True,
-                   help="one per line: 'Model label', 'Model label (new name)' or 'Model label (new name, 0.35)'")
+                   help="labels of interest, the model's class names, one per line: 'Model label', "
+                        "'Model label (new name)' or 'Model label (new name, 0.35)'")
     p.add_argument("--other-label", default="other", help="label for windows with no label of interest")
     p.add_argument("--win-size-ms", type=_int_range("--win-size-ms", 0, 3_600_000), default=DEFAULT_WIN_SIZE_MS,
                    help="window length in ms (0: the whole sample is one window)")
     p.add_argument("--win-stride-ms", type=_int_range("--win-stride-ms", 1, 3_600_000), default=None,
                    help="step between windows in ms (default: the window size)")
     p.add_argument("--min-confidence", type=_float_range("--min-confidence", 0.0, 1.0),
-                   default=DEFAULT_MIN_CONFIDENCE, help="score a label of interest needs (0..1)")
+                   default=DEFAULT_MIN_CONFIDENCE, help="score a label of interest needs (0..1, see --score-function)")
+    p.add_argument("--score-function", choices=SCORE_FUNCTIONS, default=DEFAULT_SCORE_FUNCTION,
+                   help="how logits become scores: auto (as the model was trained: config.problem_type, else sigmoid "
+                        "for AST and softmax for other architectures), sigmoid (labels independent) or softmax "
+                        "(scores sum to 1)")
     p.add_argument("--label-mode", choices=LABEL_MODES, default=DEFAULT_LABEL_MODE,
                    help="multi: time-ranged structured labels; single: one label per sample (the label of "
                         "interest holding the most time, else --other-label)")
@@ -170,9 +175,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if args.win_size_ms and args.win_stride_ms > args.win_size_ms:
         raise ConfigError(f"--win-stride-ms {args.win_stride_ms} is larger than --win-size-ms "
                           f"{args.win_size_ms}; use a stride from 1 to the window size")
-    if args.win_size_ms > MODEL_MAX_INPUT_MS:
-        log(f"WARNING: --win-size-ms {args.win_size_ms} is longer than the model's {MODEL_MAX_INPUT_MS} ms input; "
-            "the model only hears the first 10.24 s of each window")
     url = args.inference_url or DEFAULT_INFERENCE_URL.format(model=args.model)
     if not re.match(r"^https?://[^/\s]+", url):
         raise ConfigError(f"--inference-url {url!r} is not an http(s) URL")
@@ -181,29 +183,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 # --- checks that need no model: they come before it loads -------------------------------------------
-
-
-def register_secrets(environ: dict[str, str]) -> None:
-    """From here on the log never shows a key, nor any line of one."""
-    values = [environ.get(name, "") for name in SECRET_VARIABLES]
-    set_secrets([part for value in values for part in (value, value.strip(), *value.split())])
-
-
-def check_keys(environ: dict[str, str], names: Sequence[str]) -> dict[str, str]:
-    """Strip stray whitespace around the keys this run uses; refuse keys no service could take.
-
-    A key with a line break or a space inside would end up quoted in some client's error message;
-    the refusal names the variable, never its value.
-    """
-    cleaned = dict(environ)
-    for name in names:
-        if name not in environ:
-            continue
-        cleaned[name] = value = environ[name].strip()
-        if value and not re.fullmatch(r"[\x21-\x7e]+", value):
-            raise ConfigError(f"{name} holds a line break, space or other character no key has; "
-                              "set it to the key alone")
-    return cleaned
 
 
 def check_output_folders(args: argparse.Namespace) -> None:
@@ -230,10 +209,13 @@ def check_other_label(settings: Settings) -> None:
 
 def build_classifier_and_settings(args: argparse.Namespace, environ: dict[str, str]) -> tuple[Classifier, Settings]:
     options = BackendOptions(args.backend, args.model, args.device, args.dtype, args.batch_size, args.threads,
-                             args.inference_url, args.concurrency, args.max_wait_s)
+                             args.inference_url, args.concurrency, args.max_wait_s, args.score_function)
     classifier, specs = build_classifier(options, args.audioset_labels, environ)
+    warn_if_windows_are_longer_than_heard(args.win_size_ms, classifier)
     return classifier, Settings(specs, args.other_label.strip() or "other", args.win_size_ms, args.win_stride_ms,
-                                args.min_confidence, args.model, args.label_mode, args.combine, args.disable_other)
+                                args.min_confidence, args.model, args.label_mode, args.combine, args.disable_other,
+                                classifier.score_function)
+
 
 
 def build_observers(args: argparse.Namespace, settings: Settings, classifier: Classifier) -> list[Observer]:
@@ -295,9 +277,9 @@ def label(argv: Sequence[str] | None, environ: dict[str, str] | None, signals: S
     classifier = studio = None
     try:
         environ = dict(os.environ if environ is None else environ)
-        register_secrets(environ)
+        set_secrets([environ.get(name, "") for name in SECRET_VARIABLES])  # never in the log from here on
         args = parse_args(list(sys.argv[1:] if argv is None else argv))
-        environ = check_keys(environ, HF_KEY_VARIABLES if args.input_dir else KEY_VARIABLES)
+        environ = clean_keys(environ, HF_KEY_VARIABLES if args.input_dir else KEY_VARIABLES)
         if args.input_dir:
             files = open_folder(args.input_dir)
             check_output_folders(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -111,6 +112,7 @@ class Settings:
     label_mode: str = DEFAULT_LABEL_MODE
     combine: str = DEFAULT_COMBINE
     disable_other: bool = False  # disable samples in which no label of interest is found
+    score_function: str = "sigmoid"  # how the model's logits became scores (resolved: sigmoid or softmax)
 
     def threshold(self, spec: LabelSpec) -> float:
         return self.min_confidence if spec.threshold is None else spec.threshold
@@ -135,6 +137,8 @@ class Settings:
             described["combine"] = self.combine
         if self.disable_other:
             described["disable_other"] = True
+        if self.score_function != "sigmoid":
+            described["score"] = self.score_function
         return json.dumps(described, separators=(",", ":"))
 
 
@@ -176,9 +180,28 @@ _secrets: tuple[str, ...] = ()
 
 
 def set_secrets(values: Sequence[str]) -> None:
-    """The secret values of this run (keys, tokens): ``log`` never prints them, whatever a message says."""
+    """The secret values of this run (keys, tokens): ``log`` never prints them, nor any line or
+    word of one, whatever a message says."""
     global _secrets
-    _secrets = tuple(sorted({v for v in values if len(v) >= MIN_SECRET_CHARS}, key=len, reverse=True))
+    parts = {part for value in values for part in (value, value.strip(), *value.split())}
+    _secrets = tuple(sorted({v for v in parts if len(v) >= MIN_SECRET_CHARS}, key=len, reverse=True))
+
+
+def clean_keys(environ: dict[str, str], names: Sequence[str]) -> dict[str, str]:
+    """Strip stray whitespace around the keys this run uses; refuse keys no service could take.
+
+    A key with a line break or a space inside would end up quoted in some client's error message;
+    the refusal names the variable, never its value.
+    """
+    cleaned = dict(environ)
+    for name in names:
+        if name not in environ:
+            continue
+        cleaned[name] = value = environ[name].strip()
+        if value and not re.fullmatch(r"[\x21-\x7e]+", value):
+            raise ConfigError(f"{name} holds a line break, space or other character no key has; "
+                              "set it to the key alone")
+    return cleaned
 
 
 def redact(text: str) -> str:

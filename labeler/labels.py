@@ -146,5 +146,5 @@ def parse_label_specs(text: str, known_labels: Sequence[str] | None) -> tuple[La
 def _unknown_label_message(label: str, known: Sequence[str]) -> str:
     by_lower = {k.lower(): k for k in known}
     close = difflib.get_close_matches(label.lower(), list(by_lower), n=3, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
-    return f"unknown AudioSet label {label!r} in --audioset-labels.{hint}"
+    hint = f"; did you mean: {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+    return f"unknown label {label!r} in --audioset-labels (the model has no such class{hint})"

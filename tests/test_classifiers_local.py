@@ -121,7 +121,7 @@ def test_local_backend_preview_mode(project, run_block, dog_model):
 
 def test_local_backend_validates_labels_against_the_loaded_model(project, run_block, dog_model):
     result = run_block("--model", str(dog_model), backend="local", labels="Speech\\nCat")
-    assert result.code == 2 and "unknown AudioSet label 'Cat'" in result.err
+    assert result.code == 2 and "unknown label 'Cat'" in result.err
     assert project.state.writes == []
 
 

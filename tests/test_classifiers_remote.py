@@ -158,7 +158,7 @@ def test_unreadable_label_list_still_rejects_an_unknown_label_and_says_where_the
         project, hf, run_block):
     hf.state.serve_config = False
     result = run_block(labels="Speech\\nCat")
-    assert result.code == 2 and "unknown AudioSet label 'Cat'" in result.err
+    assert result.code == 2 and "unknown label 'Cat'" in result.err
     assert (f"(the list of classes came from the inference endpoint {hf.url}, {len(LABELS)} classes, as the "
             "model's own list was unreadable: HTTP 404)") in result.err
     assert project.state.writes == [] and hf.state.count == 2  # the test requests only

@@ -411,7 +411,7 @@ def test_hub_token_is_dropped_when_config_redirects_to_another_host(project, hf,
     with CaptureServer(config, "application/json") as cdn:
         hf.state.config_redirect_to = f"{cdn.url}/config.json"
         result = run_block(labels="Speech\\nDogg")
-        assert result.code == 2 and "Did you mean: 'Dog'" in result.err  # the label list was read
+        assert result.code == 2 and "did you mean: 'Dog'" in result.err  # the label list was read
         assert cdn.requests and not cdn.saw_header("Authorization")
 
 

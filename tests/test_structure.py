@@ -16,7 +16,7 @@ PACKAGE = ROOT / "labeler"
 LAYERS = {
     "core": 0,
     "audio": 1, "labels": 1, "timeline": 1,
-    "records": 2,
+    "records": 2, "models": 2,
     "classifiers": 3, "studio": 3, "folder": 3, "review": 3,
     "pipeline": 4,
 }

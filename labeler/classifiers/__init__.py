@@ -4,7 +4,7 @@ A classifier scores 16 kHz mono windows over the model's classes. ``local`` runs
 process; ``remote`` posts windows to a Hugging Face-protocol endpoint. To swap the model for
 another audio classifier, this package is the one room to change.
 
-May import: ``core``, ``labels``, ``audio``, ``timeline``. Backends are imported on demand, so the
+May import: ``core``, ``labels``, ``audio``, ``timeline``, ``models``. Backends are imported on demand, so the
 remote path never imports torch or transformers.
 """
 
@@ -18,13 +18,16 @@ import numpy as np
 
 from ..core import ConfigError, LabelSpec, log
 from ..labels import parse_label_specs
+from ..models import DEFAULT_SCORE_FUNCTION, ModelInput, score_function
 
 
 class Classifier(Protocol):
-    """Scores 16 kHz mono windows over ``class_names`` (sigmoid, multi-label)."""
+    """Scores 16 kHz mono windows over ``class_names`` with ``score_function`` (sigmoid or softmax)."""
 
     name: str  # where inference runs, for messages: "the inference endpoint <url>", "the local model <m> on cpu"
     class_names: Sequence[str]
+    score_function: str  # resolved: "sigmoid" or "softmax"
+    model_input: ModelInput  # how much of each window the model hears
     preferred_batch: int  # windows per classify() call that keep the backend busy
     parallel_groups: int  # classify() calls that may run at once
 
@@ -56,6 +59,7 @@ class BackendOptions:
     inference_url: str = ""
     concurrency: int = 16
     max_wait_s: float = 300.0
+    score_function: str = DEFAULT_SCORE_FUNCTION  # auto, sigmoid or softmax
 
 
 def build_classifier(options: BackendOptions, labels_text: str,
@@ -69,9 +73,10 @@ def build_classifier(options: BackendOptions, labels_text: str,
 def _build_local(options: BackendOptions, labels_text: str) -> tuple[Classifier, tuple[LabelSpec, ...]]:
     from .local import LocalClassifier
 
-    classifier = LocalClassifier(options.model, options.device, options.dtype, options.batch_size, options.threads)
+    classifier = LocalClassifier(options.model, options.device, options.dtype, options.batch_size, options.threads,
+                                 options.score_function)
     log(f"Loaded {options.model} on {classifier.device} ({classifier.dtype_name}, batch "
-        f"{classifier.batch_size}) in {classifier.load_s:.1f} s")
+        f"{classifier.batch_size}, {classifier.score_function} scores) in {classifier.load_s:.1f} s")
     return classifier, parse_label_specs(labels_text, classifier.class_names)
 
 
@@ -91,7 +96,8 @@ def _build_remote(options: BackendOptions, labels_text: str,
         specs = parse_label_specs(labels_text, labels)
     except LabelListUnavailable as exc:
         unreadable = str(exc)
-    classifier = RemoteClassifier(options.inference_url, token, labels, options.concurrency, options.max_wait_s)
+    classifier = RemoteClassifier(options.inference_url, token, labels, options.concurrency, options.max_wait_s,
+                                  score_function(options.score_function, None, options.model))
     try:
         classifier.preflight()  # before any sample is read: a run that cannot work stops here
         if labels is None:
@@ -113,3 +119,12 @@ def _parse_against_learned(labels_text: str, classifier: Classifier, unreadable:
     except ConfigError as exc:  # the text parsed above, so this is an unknown label
         raise ConfigError(f"{exc} (the list of classes came from {classifier.name}, {len(classifier.class_names)} "
                           f"classes, as the model's own list was unreadable: {unreadable})") from None
+
+
+def warn_if_windows_are_longer_than_heard(win_size_ms: int, classifier: Classifier) -> None:
+    """The model hears only the start of a longer window: the model's own length, or the block's cap."""
+    heard = classifier.model_input
+    if win_size_ms > heard.heard_ms:
+        why = "the block's cap for models with no length limit" if heard.capped else "the model's input"
+        log(f"WARNING: --win-size-ms {win_size_ms} is longer than {heard.heard_ms:g} ms, {why}; "
+            f"the model only hears the first {heard.heard_ms / 1000:g} s of each window")

@@ -2,7 +2,7 @@
 torch on the model's device, device and precision chosen from the hardware, CPU threads from the
 container's quota.
 
-May import: ``core``, ``audio``. torch and transformers are imported only inside functions, so
+May import: ``core``, ``audio``, ``models``. torch and transformers are imported only inside functions, so
 importing this module stays cheap (``--backend remote`` and ``--help`` never load them).
 """
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from ..audio import MODEL_FRAME_SAMPLES, MODEL_HOP_SAMPLES, MODEL_RATE_HZ
 from ..core import ConfigError, InferenceError, log
+from ..models import model_input, score_function
 
 # AST input: Kaldi-style log-mel fbank, 25 ms frames every 10 ms, padded or cut to 1024 frames.
 FBANK_FRAME_LEN = MODEL_FRAME_SAMPLES
@@ -128,14 +129,14 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
 
 
 class LocalClassifier:
-    """AST in-process with transformers: batched, inference mode, sigmoid over every class.
+    """AST in-process with transformers: batched, inference mode, sigmoid or softmax over every class.
 
     Out of memory, a batch is halved and retried (down to one window), and the smaller batch is
     kept for the rest of the run.
     """
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 0,
-                 threads: int = 0):
+                 threads: int = 0, score: str = "auto"):
         import torch
 
         torch.set_num_threads(threads or available_cpus())
@@ -145,6 +146,8 @@ class LocalClassifier:
         started = time.monotonic()
         self._extractor, self._model = _load_model(model, self._torch_dtype, self.device)
         id2label = self._model.config.id2label
+        self.score_function = score_function(score, self._model.config.to_dict(), model)
+        self.model_input = model_input(self._extractor.to_dict(), model)
         self.class_names = [id2label[i] for i in range(len(id2label))]
         self.batch_size = batch_size or (64 if self.device == "cuda" else 8)
         self.preferred_batch, self.parallel_groups = self.batch_size, 1  # torch already uses every core
@@ -192,7 +195,9 @@ class LocalClassifier:
         with torch.inference_mode():
             features = self._fbank(batch).to(self._torch_dtype)
             logits = self._model(input_values=features).logits
-            return logits.float().sigmoid().cpu().numpy()
+            logits = logits.float()
+            scores = logits.sigmoid() if self.score_function == "sigmoid" else logits.softmax(dim=-1)
+            return scores.cpu().numpy()
 
     def _free_memory(self) -> None:
         if self.device == "cuda":

@@ -4,7 +4,7 @@ concurrency that backs off on 429, retries for loading models, starting endpoint
 failures, and the model's label list read from the hub (or learned from the endpoint's answer).
 A test request proves the endpoint honours the request's parameters; an answer missing classes is a failure.
 
-May import: ``core``, ``audio``, ``timeline``. ``requests`` is imported when a client is built.
+May import: ``core``, ``audio``, ``timeline``, ``models``. ``requests`` is imported when a client is built.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..audio import MODEL_FRAME_SAMPLES, MODEL_HEARD_SAMPLES, MODEL_RATE_HZ, encode_audio_16k
+from ..audio import MODEL_FRAME_SAMPLES, MODEL_RATE_HZ, encode_audio_16k
 from ..core import (HTTP_BACKOFF_MAX_S, AdaptiveLimit, AuthError, ConfigError, FatalInferenceError, InferenceError,
                     backoff_s, retry_after_s)
+from ..models import AST_INPUT, ModelInput
 from ..timeline import class_index
 
 DEFAULT_INFERENCE_URL = "https://router.huggingface.co/hf-inference/models/{model}"
@@ -53,7 +54,7 @@ class RemoteClassifier:
     """Posts each window to an endpoint that speaks the Hugging Face audio-classification protocol."""
 
     def __init__(self, url: str, token: str | None, class_names: Sequence[str] | None, concurrency: int,
-                 max_wait_s: float):
+                 max_wait_s: float, score_function: str = "sigmoid", model_input: ModelInput = AST_INPUT):
         """``class_names`` None: learn them from the preflight's answer (the hub's list was unreadable)."""
         import requests
         from requests.adapters import HTTPAdapter
@@ -61,6 +62,7 @@ class RemoteClassifier:
         self.url = url
         self.name = f"the inference endpoint {url}"
         self.class_names = list(class_names or ())
+        self.score_function, self.model_input = score_function, model_input
         self._index = class_index(self.class_names)
         self._max_wait_s = max_wait_s
         self._session = requests.Session()
@@ -106,7 +108,8 @@ class RemoteClassifier:
             self._check_top_k_honoured()
         else:
             self._check_every_class(pairs)
-        self._check_sigmoid(pairs)
+        if self.score_function == "sigmoid":
+            self._check_sigmoid(pairs)
 
     def _test_request(self, top_k: int) -> list[tuple[str, float]]:
         silent = np.zeros(round(PREFLIGHT_WINDOW_S * MODEL_RATE_HZ), dtype=np.float32)
@@ -185,12 +188,12 @@ class RemoteClassifier:
         self._session.close()
 
     def _body(self, window: np.ndarray, top_k: int) -> bytes:
-        window = window[:MODEL_HEARD_SAMPLES]  # the model never hears the rest: do not upload it
+        window = window[: self.model_input.heard_samples]  # the model never hears the rest: do not upload it
         if len(window) < MODEL_FRAME_SAMPLES:  # servers reject audio shorter than one 25 ms frame
             window = np.pad(window, (0, MODEL_FRAME_SAMPLES - len(window)))
         return json.dumps({
             "inputs": base64.b64encode(encode_audio_16k(window)).decode("ascii"),
-            "parameters": {"top_k": top_k, "function_to_apply": "sigmoid"},
+            "parameters": {"top_k": top_k, "function_to_apply": self.score_function},
         }).encode()
 
     def _classify_one(self, window: np.ndarray) -> np.ndarray:

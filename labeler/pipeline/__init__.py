@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +31,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..audio import MODEL_MAX_INPUT_MS, window_audio
+from ..audio import window_audio
 from ..classifiers import Classifier
 from ..core import (AlreadyLabeled, BlockError, ConfigError, FatalInferenceError, InferenceError, LoadedSample,
                    SampleError, SampleInfo, SampleOutcome, Settings, log, plural)
@@ -97,11 +98,13 @@ class PlannedSample:
     started: float
 
 
-def plan_sample(position: int, sample: LoadedSample, settings: Settings, started: float) -> PlannedSample:
+def plan_sample(position: int, sample: LoadedSample, settings: Settings, started: float,
+                heard_ms: float = math.inf) -> PlannedSample:
+    """The sample's windows; ``heard_ms`` is how much of a window the model hears (for the warning)."""
     info = sample.info
-    if settings.win_size_ms == 0 and info.values_count / info.frequency_hz * 1000 > MODEL_MAX_INPUT_MS:
-        log(f"WARNING: sample {info.sample_id} is longer than {MODEL_MAX_INPUT_MS / 1000:g} s; with "
-            "--win-size-ms 0 the model only hears its first 10.24 s")
+    if settings.win_size_ms == 0 and info.values_count / info.frequency_hz * 1000 > heard_ms:
+        log(f"WARNING: sample {info.sample_id} is longer than {heard_ms / 1000:g} s; with "
+            f"--win-size-ms 0 the model only hears its first {heard_ms / 1000:g} s")
     windows = plan_windows(info.values_count, info.frequency_hz, settings.win_size_ms, settings.win_stride_ms)
     return PlannedSample(position, sample, windows, started)
 
@@ -328,7 +331,8 @@ class Labeler:
             self._fail(position, sample_id, info.name, STOPPED, quiet=True)
             return None
         try:
-            planned = plan_sample(position, sample, self.settings, time.monotonic())
+            planned = plan_sample(position, sample, self.settings, time.monotonic(),
+                                  self.classifier.model_input.heard_ms)
         except Exception as exc:  # noqa: BLE001 - one odd sample must not end the run
             self.audio.release(audio_seconds(info))
             self._fail(position, sample_id, info.name, f"planning failed: {describe(exc)}")
