@@ -22,6 +22,7 @@ import transform  # noqa: E402
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone  # noqa: E402
 from inference_emulator import LABELS, InferenceEmulator  # noqa: E402
 from studio_emulator import EmuSample, StudioEmulator  # noqa: E402
+from tiny_models import make_tiny_ast  # noqa: E402,F401 - also used by benchmarks
 
 STUDIO_KEY = "ei_0123456789abcdef-secret-studio-key"
 HF_TOKEN = "hf_secretTokenValue987654321"
@@ -74,25 +75,6 @@ def project(studio):
     for sample in standard_samples():
         studio.state.add(sample)
     return studio
-
-
-def make_tiny_ast(path: Path, logits=None, seed: int = 0) -> Path:
-    """A tiny AST with real AudioSet names, saved like a hub model; ``logits`` fixes the head's output."""
-    import torch
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-
-    config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                       num_mel_bins=128, max_length=1024, id2label=dict(enumerate(LABELS)),
-                       label2id={name: i for i, name in enumerate(LABELS)})
-    torch.manual_seed(seed)
-    model = ASTForAudioClassification(config).eval()
-    if logits is not None:
-        with torch.no_grad():
-            model.classifier.dense.weight.zero_()
-            model.classifier.dense.bias.copy_(torch.tensor(logits, dtype=torch.float32))
-    model.save_pretrained(path)
-    ASTFeatureExtractor(max_length=1024).save_pretrained(path)
-    return path
 
 
 # Dog 0.73, Bark 0.5, everything else 0.018: every window's best label of interest is fixed.
