@@ -14,6 +14,7 @@ import pytest
 
 import labeler.pipeline
 from labeler.core import InferenceError, LabelSpec, LoadedSample, SampleInfo, Settings
+from labeler.models import AST_INPUT
 from labeler.pipeline import Labeler, RunStopped
 
 RATE_HZ = 16000
@@ -58,6 +59,7 @@ class Fake:
 
     name = "the fake backend"
     class_names = CLASSES
+    score_function, model_input = "sigmoid", AST_INPUT
 
     def __init__(self, fail=lambda call, values: [], preferred_batch: int = 12, parallel_groups: int = 1):
         self.fail, self.preferred_batch, self.parallel_groups = fail, preferred_batch, parallel_groups

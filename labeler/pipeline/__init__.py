@@ -395,7 +395,8 @@ class Labeler:
             name = getattr(self.classifier, "name", "the classifier")
             self._stop(FatalInferenceError(
                 f"{name} failed {self.breaker.in_a_row} windows in a row with no success in between (last: "
-                f"{error}); stopped the run: check that it is up, then rerun ({self._rerun_note()})"))
+                f"{error}); stopped the run: fix what that error names (is it up?), "
+                f"then rerun ({self._rerun_note()})"))
 
     def _classify_chunk(self, samples: Sequence[PlannedSample],
                         chunk: list[tuple[int, int]]) -> tuple[set[int], np.ndarray | None, str, bool]:
