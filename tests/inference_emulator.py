@@ -1,9 +1,12 @@
 """A real HTTP server that speaks the Hugging Face audio-classification protocol, and serves a
-model's config.json like the hub does.
+model's config.json and preprocessor_config.json like the hub does.
 
-Scores are deterministic functions of the audio content (see ``score_audio``), so tests can say
-which label each window must get. Faults (loading, 429, 5xx, dropped connections, latency) are
-injected per request number. Protocol: ../shared/docs/ast-and-inference.md section 1.
+By default, scores are deterministic functions of the audio content (see ``score_audio``), so tests
+can say which label each window must get. Given a model folder (``model_dir``), it serves that
+model instead, through transformers' ``pipeline("audio-classification")`` called with the request's
+parameters, as a Hugging Face Inference Endpoint does, and the folder's files on its hub routes.
+Faults (loading, 429, 5xx, dropped connections, latency) are injected per request number in both
+modes. Protocol: ../shared/docs/ast-and-inference.md section 1.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import numpy as np
 import soundfile
@@ -31,6 +35,11 @@ LABELS = [
 ]
 BASE_SCORE = 0.02
 PIPELINE_TOP_K = 5  # what transformers' pipeline answered without top_k, up to 4.48
+# The hub's files for the default model (MIT's AudioSet AST), trimmed to what the block reads.
+AST_CONFIG = {"architectures": ["ASTForAudioClassification"], "model_type": "audio-spectrogram-transformer"}
+AST_EXTRACTOR = {"feature_extractor_type": "ASTFeatureExtractor", "feature_size": 1, "max_length": 1024,
+                 "mean": -4.2677393, "std": 4.5689974, "num_mel_bins": 128, "do_normalize": True,
+                 "padding_value": 0.0, "return_attention_mask": False, "sampling_rate": 16000}
 PARTIAL_CLASSES = 5  # classes in an answer after ``partial_after``
 
 
@@ -96,7 +105,13 @@ class InferenceState:
     labels: list[str] = field(default_factory=lambda: list(LABELS))
     # "window": the whole window's spectrum; "presence": its best 100 ms frame; "fill": its mean frame
     scoring: str = "window"
+    model_id: str = MODEL_ID
+    pipeline: object | None = None  # a transformers audio-classification pipeline: scores come from it
+    model_dir: Path | None = None  # its folder: the hub routes serve its files
     serve_config: bool = True
+    serve_preprocessor: bool = True
+    config_update: dict = field(default_factory=dict)  # merged into the default config.json (e.g. problem_type)
+    preprocessor_update: dict = field(default_factory=dict)  # merged into the default preprocessor_config.json
     requests: list[dict] = field(default_factory=list)  # parsed request records
     loading_requests: int = 0  # the first N requests answer 503 "loading"
     always_loading: bool = False
@@ -110,6 +125,7 @@ class InferenceState:
     capacity: int = 0  # when > 0, requests beyond this many in flight answer 429 (a saturated endpoint)
     redirect_to: str | None = None  # answer POSTs with a 307 to this URL
     config_redirect_to: str | None = None  # answer the config.json GET with a 302 to this URL
+    preprocessor_redirect_to: str | None = None  # the same for preprocessor_config.json
     # Classifier hardening: a window the server always fails on, an endpoint scaled to zero mid-run.
     fail_label: str | None = None  # windows whose best label is this one answer 500 on every attempt
     cold_after: int = 0  # when > 0, every request after the first N answers 503 with no estimated_time
@@ -125,6 +141,7 @@ class InferenceState:
     in_flight: int = 0
     max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    model_lock: threading.Lock = field(default_factory=threading.Lock)  # one pipeline call at a time
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -139,11 +156,22 @@ class _Handler(BaseHTTPRequestHandler):
         st = self.state
         if st.config_redirect_to and self.path.endswith("/config.json"):
             return self._json({}, 302, {"Location": st.config_redirect_to})
-        if st.serve_config and self.path == f"/{MODEL_ID}/resolve/main/config.json":
-            config = {"model_type": "audio-spectrogram-transformer",
-                      "id2label": {str(i): name for i, name in enumerate(st.labels)}}
-            return self._json(config)
+        if st.preprocessor_redirect_to and self.path.endswith("/preprocessor_config.json"):
+            return self._json({}, 302, {"Location": st.preprocessor_redirect_to})
+        name = self.path.rpartition("/")[2]
+        served = {"config.json": st.serve_config, "preprocessor_config.json": st.serve_preprocessor}
+        if self.path == f"/{st.model_id}/resolve/main/{name}" and served.get(name):
+            return self._json(self._hub_file(name))
         self._json({"error": "Entry not found"}, 404)
+
+    def _hub_file(self, name: str) -> dict:
+        st = self.state
+        if st.model_dir is not None:
+            return json.loads((st.model_dir / name).read_text())
+        if name == "config.json":
+            return {**AST_CONFIG, "id2label": {str(i): label for i, label in enumerate(st.labels)},
+                    **st.config_update}
+        return {**AST_EXTRACTOR, **st.preprocessor_update}
 
     def do_POST(self) -> None:
         st = self.state
@@ -205,11 +233,23 @@ class _Handler(BaseHTTPRequestHandler):
         params = request.get("parameters") or {}
         with st.lock:
             record.update(params=params, rate=rate, seconds=len(audio) / rate)
+        if st.pipeline is not None:
+            try:
+                return self._json(self._model_answer(audio, rate, {} if st.ignore_parameters else params))
+            except (TypeError, ValueError) as exc:  # a parameter the pipeline refuses: the server's 400
+                return self._json({"error": str(exc)}, 400)
         scores = SCORERS[st.scoring](audio, rate)
         if st.fail_label and max(scores, key=scores.get) == st.fail_label:
             self._count_fault()
             return self._json({"error": "unknown error"}, 500)
         self._json(self._ranked(n, scores, {} if st.ignore_parameters else params))
+
+    def _model_answer(self, audio: np.ndarray, rate: int, params: dict) -> list[dict]:
+        """The served model's answer: the pipeline called with the request's parameters, as the
+        Hugging Face inference toolkit does (``pipeline(inputs, **parameters)``)."""
+        with self.state.model_lock:
+            answer = self.state.pipeline({"raw": audio, "sampling_rate": rate}, **params)
+        return [{"score": float(item["score"]), "label": item["label"]} for item in answer]
 
     def _ranked(self, n: int, scores: dict[str, float], params: dict) -> list[dict]:
         """The answer to the parameters the server heeds: sorted by score, cut to top_k."""
@@ -243,10 +283,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class InferenceEmulator(LoopbackServer):
-    """``url`` is the POST URL (--inference-url); ``hub`` is HF_ENDPOINT."""
+    """``url`` is the POST URL (--inference-url); ``hub`` is HF_ENDPOINT.
 
-    def __init__(self, token: str | None):
-        self.state = InferenceState(token)
+    ``model_dir``: serve that saved transformers model as ``model_id`` (scores from the real model).
+    """
+
+    def __init__(self, token: str | None, model_dir: Path | None = None, model_id: str = MODEL_ID):
+        self.state = InferenceState(token, model_id=model_id)
+        if model_dir is not None:
+            from transformers import pipeline
+
+            self.state.model_dir = Path(model_dir)
+            self.state.pipeline = pipeline("audio-classification", model=str(model_dir), device="cpu")
         super().__init__(type("Handler", (_Handler,), {"state": self.state}))
         self.hub = self.base_url
-        self.url = f"{self.hub}/hf-inference/models/{MODEL_ID}"
+        self.url = f"{self.hub}/hf-inference/models/{model_id}"

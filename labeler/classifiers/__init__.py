@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core import ConfigError, LabelSpec, log
 from ..labels import parse_label_specs
-from ..models import DEFAULT_SCORE_FUNCTION, ModelInput, score_function
+from ..models import DEFAULT_SCORE_FUNCTION, UNKNOWN_INPUT, ModelInput, model_input, score_function
 
 
 class Classifier(Protocol):
@@ -82,22 +82,27 @@ def _build_local(options: BackendOptions, labels_text: str) -> tuple[Classifier,
 
 def _build_remote(options: BackendOptions, labels_text: str,
                   environ: Mapping[str, str]) -> tuple[Classifier, tuple[LabelSpec, ...]]:
-    """Labels are checked against the hub's list before any request; without it, against the
-    classes the endpoint's test answer lists (so a label ranked low still gets its real score)."""
-    from .remote import DEFAULT_HF_ENDPOINT, LabelListUnavailable, RemoteClassifier, fetch_model_labels
+    """The model's config and extractor are read from the hub (or its folder) before any request:
+    they decide the score function, how much of a window is uploaded, and the labels' check.
+    Without a label list, labels are checked against the classes the endpoint's test answer lists
+    (so a label ranked low still gets its real score)."""
+    from .remote import DEFAULT_HF_ENDPOINT, LabelListUnavailable, RemoteClassifier, fetch_model_files, model_labels
 
     token = environ.get("HF_TOKEN") or environ.get("HF_API_KEY")
     if not token:
         log("WARNING: neither HF_TOKEN nor HF_API_KEY is set; inference requests carry no Authorization header "
             "(a test request checks that the endpoint accepts that)")
+    files = fetch_model_files(options.model, environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT, token)
+    scores = _remote_score_function(options, files.config, files.config_problem)
+    heard = _remote_model_input(options.model, files.extractor, files.extractor_problem)
     labels: list[str] | None = None
     try:
-        labels = fetch_model_labels(options.model, environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT, token)
+        labels = model_labels(files)
         specs = parse_label_specs(labels_text, labels)
     except LabelListUnavailable as exc:
         unreadable = str(exc)
     classifier = RemoteClassifier(options.inference_url, token, labels, options.concurrency, options.max_wait_s,
-                                  score_function(options.score_function, None, options.model))
+                                  scores, heard)
     try:
         classifier.preflight()  # before any sample is read: a run that cannot work stops here
         if labels is None:
@@ -108,7 +113,31 @@ def _build_remote(options: BackendOptions, labels_text: str,
     except BaseException:
         classifier.close()
         raise
+    log(f"Using {options.model} at {classifier.name} ({len(classifier.class_names)} classes, {scores} scores, "
+        f"up to {heard.heard_ms / 1000:g} s of each window uploaded)")
     return classifier, specs
+
+
+def _remote_score_function(options: BackendOptions, config: dict | None, problem: str) -> str:
+    """The rule of ``models.score_function`` on the hub's config; unreadable, ``auto`` is sigmoid, said once."""
+    if config is None and options.score_function == "auto":
+        log(f"WARNING: could not read the config of {options.model} ({problem}), so --score-function auto cannot "
+            "tell how its head was trained and asks for sigmoid scores; set --score-function softmax for a "
+            "single-label model")
+    return score_function(options.score_function, config, options.model)
+
+
+def _remote_model_input(model: str, extractor: dict | None, problem: str) -> ModelInput:
+    """What a window of the model hears, from the hub's preprocessor_config.json; unreadable, the cap, said once."""
+    if extractor is not None:
+        try:
+            return model_input(extractor, model)
+        except (TypeError, ValueError) as exc:  # a length that is not a number: as good as no file
+            problem = f"{type(exc).__name__} in its values"
+    log(f"WARNING: could not read the feature extractor settings of {model} (preprocessor_config.json: {problem}); "
+        f"windows are uploaded whole up to the block's {UNKNOWN_INPUT.heard_ms / 1000:g} s cap, however much of "
+        "them the model hears")
+    return UNKNOWN_INPUT
 
 
 def _parse_against_learned(labels_text: str, classifier: Classifier, unreadable: str) -> tuple[LabelSpec, ...]:

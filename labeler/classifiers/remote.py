@@ -1,7 +1,8 @@
 """The remote backend: windows posted to an endpoint that speaks the Hugging Face
 audio-classification protocol (dedicated Inference Endpoints, self-hosted servers), with
 concurrency that backs off on 429, retries for loading models, starting endpoints and transient
-failures, and the model's label list read from the hub (or learned from the endpoint's answer).
+failures, and the model's config.json (labels, score function) and preprocessor_config.json (how much
+of a window it hears) read from the hub; the labels are learned from the endpoint's answer when unreadable.
 A test request proves the endpoint honours the request's parameters; an answer missing classes is a failure.
 
 May import: ``core``, ``audio``, ``timeline``, ``models``. ``requests`` is imported when a client is built.
@@ -16,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,6 +34,9 @@ DEFAULT_MAX_WAIT_S = 300.0  # per inference request: loading, rate limits and re
 
 HTTP_CONNECT_TIMEOUT_S = 10.0
 HTTP_READ_TIMEOUT_S = 120.0
+HUB_READ_TIMEOUT_S = 30.0  # a config file is small: a hub that takes longer is failing
+CONFIG_FILE, EXTRACTOR_FILE = "config.json", "preprocessor_config.json"
+UNREACHABLE = "hub unreachable"
 HTTP_MAX_ATTEMPTS = 6
 PREFLIGHT_WINDOW_S = 0.1  # the silent window sent once before any sample is read
 CANCEL_POLL_S = 0.1  # how often a classify call waiting on its windows looks for cancel()
@@ -47,7 +52,7 @@ HONOUR_PARAMETERS = ("use an endpoint that honours the request's parameters top_
 
 
 class LabelListUnavailable(Exception):
-    """The model's label list could not be read from the hub or its folder."""
+    """The model's label list could not be read from the hub or its folder (the message says why)."""
 
 
 class RemoteClassifier:
@@ -307,31 +312,67 @@ def _loading_estimate(resp) -> float | None:
         return None
 
 
-def fetch_model_labels(model: str, hf_endpoint: str, token: str | None) -> list[str]:
-    """The model's id2label from its config.json on the hub (or a local folder).
+@dataclass(frozen=True)
+class ModelFiles:
+    """The model's config.json and preprocessor_config.json as read; None with the reason when unreadable."""
 
-    Raises LabelListUnavailable naming why (never the token) when it cannot be read.
+    config: dict | None
+    config_problem: str
+    extractor: dict | None
+    extractor_problem: str
+
+
+def fetch_model_files(model: str, hf_endpoint: str, token: str | None) -> ModelFiles:
+    """The model's ``config.json`` and ``preprocessor_config.json``, from the hub or a local folder.
+
+    A reason is why a file is unreadable (never the token). When the hub cannot be reached for the
+    first file, the second is not tried: one connect timeout, not two.
     """
+    import requests
+
+    with requests.Session() as session:
+        session.trust_env = False
+        config, config_problem = _read_json(session, model, CONFIG_FILE, hf_endpoint, token)
+        if config is None and config_problem.startswith(UNREACHABLE):
+            return ModelFiles(None, config_problem, None, config_problem)
+        extractor, extractor_problem = _read_json(session, model, EXTRACTOR_FILE, hf_endpoint, token)
+    return ModelFiles(config, config_problem, extractor, extractor_problem)
+
+
+def _read_json(session, model: str, filename: str, hf_endpoint: str, token: str | None) -> tuple[dict | None, str]:
+    """(the file's JSON object, "") or (None, why it is unreadable)."""
     import requests
 
     try:
         if os.path.isdir(model):
-            with open(os.path.join(model, "config.json"), encoding="utf-8") as fh:
-                config = json.load(fh)
+            with open(os.path.join(model, filename), encoding="utf-8") as fh:
+                data = json.load(fh)
         else:
-            url = f"{hf_endpoint.rstrip('/')}/{model}/resolve/main/config.json"
+            url = f"{hf_endpoint.rstrip('/')}/{model}/resolve/main/{filename}"
             headers = {"Authorization": f"Bearer {token}"} if token else {}
-            with requests.Session() as session:
-                session.trust_env = False
-                # The hub may redirect to a CDN; requests drops Authorization when the host changes.
-                resp = session.get(url, headers=headers, timeout=(HTTP_CONNECT_TIMEOUT_S, 30.0))
+            # The hub may redirect to a CDN; requests drops Authorization when the host changes.
+            resp = session.get(url, headers=headers, timeout=(HTTP_CONNECT_TIMEOUT_S, HUB_READ_TIMEOUT_S))
             if resp.status_code != 200:
-                raise LabelListUnavailable(f"HTTP {resp.status_code}")
-            config = resp.json()
-        id2label = config["id2label"]
-        labels = [id2label[k] for k in sorted(id2label, key=int)]
-    except (OSError, ValueError, KeyError, TypeError, requests.RequestException) as exc:
-        raise LabelListUnavailable(type(exc).__name__) from None
+                return None, f"HTTP {resp.status_code}"
+            data = resp.json()
+    except requests.RequestException as exc:
+        return None, f"{UNREACHABLE} ({type(exc).__name__})"
+    except (OSError, ValueError) as exc:
+        return None, type(exc).__name__
+    if not isinstance(data, dict):
+        return None, f"{filename} is not a JSON object"
+    return data, ""
+
+
+def model_labels(files: ModelFiles) -> list[str]:
+    """The model's id2label in id order; LabelListUnavailable naming why when there is none."""
+    if files.config is None:
+        raise LabelListUnavailable(files.config_problem)
+    try:
+        id2label = files.config["id2label"]
+        labels = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise LabelListUnavailable(f"no id2label in its config ({type(exc).__name__})") from None
     if not labels:
         raise LabelListUnavailable("its id2label is empty")
     return labels
