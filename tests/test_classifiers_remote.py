@@ -226,7 +226,7 @@ def test_whole_sample_window_uploads_only_what_the_model_hears(studio, hf, run_b
 def test_failed_windows_are_named_and_the_others_keep_their_scores(hf):
     hf.state.fail_label = "Dog"
     windows = [tone(MUSIC_HZ, 1, 16000), tone(DOG_HZ, 1, 16000), tone(SPEECH_HZ, 1, 16000), tone(DOG_HZ, 2, 16000)]
-    with pytest.raises(InferenceError, match=r"HTTP 500.*\(2 of 4 windows\)") as caught:
+    with pytest.raises(InferenceError, match=r"HTTP 500") as caught:
         classifier(hf, concurrency=2).classify(windows)
     assert caught.value.failed == (1, 3)
     assert caught.value.scores[0, LABELS.index("Music")] == pytest.approx(0.9)

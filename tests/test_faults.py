@@ -200,7 +200,7 @@ def test_a_sample_failing_in_a_shared_call_fails_alone_and_the_others_get_their_
     # 36 windows classified once; the retry sent only the 4 failed windows of sample 799
     assert sum(n for n, _ in calls) == 8 * 4 + 4 + 4 and calls[-1] == (4, 4)
     assert "not labeled: sample 799 (bad.wav): inference failed after 6 attempts: HTTP 500: unknown error " \
-           "(4 of 4 windows)" in result.out
+           "(4 of 4 windows)\n" in result.out  # counted once, per sample
 
 
 def test_a_dead_endpoint_stops_the_run_instead_of_failing_every_window(studio, hf, run_block):

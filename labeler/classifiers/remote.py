@@ -179,8 +179,8 @@ class RemoteClassifier:
                 future.cancel()
             raise
         if failed:
-            count = f" ({len(failed)} of {len(windows)} windows)" if len(windows) > 1 else ""
-            raise InferenceError(f"{problem}{count}", failed, rows if len(failed) < len(windows) else None)
+            # ``failed`` says which windows: the pipeline counts them per sample in its message
+            raise InferenceError(problem, failed, rows if len(failed) < len(windows) else None)
         return rows
 
     def cancel(self) -> None:
