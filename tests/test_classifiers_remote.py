@@ -368,3 +368,11 @@ def test_classes_the_model_does_not_have_are_ignored(hf):
     client.preflight()
     scores = client.classify([tone(MUSIC_HZ, 1, 16000)])
     assert scores.shape == (1, len(LABELS)) and scores[0, LABELS.index("Music")] == pytest.approx(0.9)
+
+
+def test_a_sample_whose_windows_fail_is_named_with_its_window_count_once(project, hf, run_block):
+    hf.state.fail_label = "Dog"  # 102's two 1 s dog windows answer 500 on every attempt
+    result = run_block("--win-size-ms", "1000")
+    assert result.code == 1, result.out + result.err
+    line = next(x for x in result.out.splitlines() if "not labeled: sample 102" in x)
+    assert line.endswith("(2 of 4 windows)") and line.count("windows)") == 1, line
