@@ -5,6 +5,7 @@ A fake window's class is its value (every sample below is constant, or constant 
 the label each sample must get is known, and a classifier can fail exactly the windows it chooses.
 """
 
+import dataclasses
 import re
 import threading
 import time
@@ -351,3 +352,14 @@ def test_after_a_signal_observers_see_no_sample_once_finished():
     assert "finish" in events
     after = events[events.index("finish") + 1:]
     assert after == [], f"observer called after finish: {after}"
+
+
+@pytest.mark.parametrize("capped, says", [(False, "the model only hears its first 1.285 s"),
+                                          (True, "the block sends the model its first 30 s")])
+def test_a_whole_sample_longer_than_what_the_model_hears_is_warned_about(capsys, capped, says):
+    whole = dataclasses.replace(SETTINGS, win_size_ms=0, win_stride_ms=1000)
+    heard_ms = 30_000 if capped else 1285
+    labeler.pipeline.plan_sample(0, sample(1, 0.0, seconds=heard_ms / 1000 + 1), whole, 0.0, heard_ms, capped)
+    assert f"longer than {heard_ms / 1000:g} s; with --win-size-ms 0 {says}" in capsys.readouterr().out
+    labeler.pipeline.plan_sample(0, sample(2, 0.0, seconds=1), whole, 0.0, heard_ms, capped)
+    assert "WARNING" not in capsys.readouterr().out  # exactly what the model hears: nothing is lost

@@ -99,12 +99,14 @@ class PlannedSample:
 
 
 def plan_sample(position: int, sample: LoadedSample, settings: Settings, started: float,
-                heard_ms: float = math.inf) -> PlannedSample:
-    """The sample's windows; ``heard_ms`` is how much of a window the model hears (for the warning)."""
+                heard_ms: float = math.inf, capped: bool = False) -> PlannedSample:
+    """The sample's windows; ``heard_ms`` is how much of a window the model hears (for the warning),
+    ``capped`` says the block's cap decides that, not the model."""
     info = sample.info
     if settings.win_size_ms == 0 and info.values_count / info.frequency_hz * 1000 > heard_ms:
         log(f"WARNING: sample {info.sample_id} is longer than {heard_ms / 1000:g} s; with "
-            f"--win-size-ms 0 the model only hears its first {heard_ms / 1000:g} s")
+            f"--win-size-ms 0 {'the block sends the model' if capped else 'the model only hears'} its first "
+            f"{heard_ms / 1000:g} s")
     windows = plan_windows(info.values_count, info.frequency_hz, settings.win_size_ms, settings.win_stride_ms)
     return PlannedSample(position, sample, windows, started)
 
@@ -332,7 +334,7 @@ class Labeler:
             return None
         try:
             planned = plan_sample(position, sample, self.settings, time.monotonic(),
-                                  self.classifier.model_input.heard_ms)
+                                  self.classifier.model_input.heard_ms, self.classifier.model_input.capped)
         except Exception as exc:  # noqa: BLE001 - one odd sample must not end the run
             self.audio.release(audio_seconds(info))
             self._fail(position, sample_id, info.name, f"planning failed: {describe(exc)}")
