@@ -212,7 +212,8 @@ def test_a_fatal_studio_error_stops_reading_new_samples(studio, run_block):
     assert "labeler/" not in result.out + result.err and "transform.py" not in result.out + result.err
 
 
-def test_studio_retry_after_is_honoured(studio, run_block):
+def rate_limit_the_first_read(studio, retry_after: str) -> list[float]:
+    """One clip whose first read answers 429 with ``retry_after``; returns when each read arrived."""
     one_second_clips(studio, 1)
     seen = []
 
@@ -220,9 +221,14 @@ def test_studio_retry_after_is_honoured(studio, run_block):
         if "/raw-data/" not in path:
             return None
         seen.append(time.monotonic())
-        return (429, {"Retry-After": "0.5"}, {"success": False, "error": "slow down"}) if len(seen) == 1 else None
+        return (429, {"Retry-After": retry_after}, {"success": False, "error": "slow"}) if len(seen) == 1 else None
 
     studio.state.fault = first_read_is_rate_limited
+    return seen
+
+
+def test_studio_retry_after_is_honoured(studio, run_block):
+    seen = rate_limit_the_first_read(studio, "0.5")
     result = run_block()
     assert result.code == 0, result.out + result.err
     assert seen[1] - seen[0] >= 0.45  # the test backoff is 0.02 s: only Retry-After explains the wait
@@ -259,16 +265,7 @@ def run_with_one_rate_limited_read(studio, run_block, monkeypatch, retry_after, 
     slept = []
     monkeypatch.setattr(labeler.studio, "time", types.SimpleNamespace(
         sleep=lambda s: (slept.append(s), time.sleep(min(s, 1.0))), monotonic=time.monotonic))
-    one_second_clips(studio, 1)
-    seen = []
-
-    def first_read_is_rate_limited(method, path):
-        if "/raw-data/" not in path:
-            return None
-        seen.append(time.monotonic())
-        return (429, {"Retry-After": retry_after}, {"success": False, "error": "slow"}) if len(seen) == 1 else None
-
-    studio.state.fault = first_read_is_rate_limited
+    seen = rate_limit_the_first_read(studio, retry_after)
     results = []
     # A thread, so a run that holds Studio for the whole Retry-After fails this test instead of hanging it.
     runner = threading.Thread(target=lambda: results.append(run_block()), daemon=True)
