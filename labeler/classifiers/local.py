@@ -226,7 +226,9 @@ def _load_model(model: str, dtype, device: str):
     looks_local = model.startswith((".", "/", "~")) or os.path.isdir(model)
     if looks_local and not os.path.isdir(os.path.expanduser(model)):
         raise ConfigError(f"--model {model}: no such folder; give a model folder or a Hugging Face model id")
-    path = os.path.expanduser(model) if looks_local else model
+    from .hub import locate  # a hub id: from the cache when the hub is unreachable, or one line saying why not
+
+    path = os.path.expanduser(model) if looks_local else locate(model)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a broken checkpoint prints a table of mismatched weights; our line says it
     try:
