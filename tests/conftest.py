@@ -100,8 +100,8 @@ def trained_ast(tmp_path_factory) -> TrainedModel:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    """``tiny_model(name)``: the folder of a model of ``tiny_models.TINY_MODELS``, built once per session."""
+def tiny_model_folder(tmp_path_factory):
+    """``tiny_model_folder(name)``: the folder of ``tiny_models.TINY_MODELS[name]``, built once per session."""
     built: dict[str, Path] = {}
 
     def get(name: str) -> Path:

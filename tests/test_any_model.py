@@ -42,9 +42,12 @@ def pipeline_scores(path, windows, function_to_apply):
 
 
 @pytest.fixture
-def model_folder(request, tiny_model):
+def model_folder(request, tiny_model_folder):
     """The trained AST (trained only when a test asks for it) or a tiny model, by name."""
-    return lambda name: request.getfixturevalue("trained_ast").path if name == "trained-ast" else tiny_model(name)
+    def folder(name):
+        return request.getfixturevalue("trained_ast").path if name == "trained-ast" else tiny_model_folder(name)
+
+    return folder
 
 
 # --- the trained test AST ---------------------------------------------------------------------------
@@ -67,6 +70,7 @@ def test_the_trained_ast_classifies_its_evaluation_windows(trained_ast):
     ("audioset-stride-12", "sigmoid"),  # another patch stride
     ("wav2vec2-group", "softmax"),  # group norm, no attention mask: windows batched by length
     ("wav2vec2-layer", "softmax"),  # layer norm, attention mask: windows padded in one batch
+    ("whisper", "softmax"),  # 80 mel bins over 30 s, from its own extractor
 ])
 def test_scores_equal_transformers_pipeline_window_by_window(model_folder, name, rule):
     folder = model_folder(name)
@@ -86,8 +90,8 @@ def test_one_batch_of_windows_of_unequal_lengths_scores_each_as_if_alone(model_f
     assert np.abs(classifier.classify(windows) - alone).max() < 1e-5
 
 
-def test_a_model_without_a_mask_gets_batches_of_windows_of_one_length(tiny_model, monkeypatch):
-    classifier = LocalClassifier(str(tiny_model("wav2vec2-group")), "cpu", "float32", batch_size=8)
+def test_a_model_without_a_mask_gets_batches_of_windows_of_one_length(tiny_model_folder, monkeypatch):
+    classifier = LocalClassifier(str(tiny_model_folder("wav2vec2-group")), "cpu", "float32", batch_size=8)
     shapes = []
     forward = classifier._model.forward
     monkeypatch.setattr(classifier._model, "forward",
@@ -100,8 +104,8 @@ def test_a_model_without_a_mask_gets_batches_of_windows_of_one_length(tiny_model
 # --- what a window of the model hears ---------------------------------------------------------------------
 
 
-def test_a_wav2vec2_window_longer_than_30_s_is_heard_for_its_first_30_s(tiny_model):
-    folder = tiny_model("wav2vec2-320x")
+def test_a_wav2vec2_window_longer_than_30_s_is_heard_for_its_first_30_s(tiny_model_folder):
+    folder = tiny_model_folder("wav2vec2-group")
     classifier = LocalClassifier(str(folder), "cpu", "float32")
     assert classifier.model_input.heard_samples == UNLIMITED_MODEL_CAP_SAMPLES == 30 * RATE
     window = concat(noise(20, RATE, seed=1), tone(MUSIC_HZ, 10, RATE), tone(DOG_HZ, 5, RATE, 0.9))  # 35 s
@@ -111,8 +115,18 @@ def test_a_wav2vec2_window_longer_than_30_s_is_heard_for_its_first_30_s(tiny_mod
     assert np.abs(scores - pipeline_scores(folder, [window], "softmax")).max() > 100 * MAX_SCORE_DIFFERENCE
 
 
-def test_windows_longer_than_the_speech_commands_model_hears_are_warned_about(project, run_block, tiny_model):
-    result = run_block("--model", str(tiny_model("speech-commands")), "--win-size-ms", "2000", backend="local",
+def test_a_window_shorter_than_one_frame_is_heard_with_silence_after_it(tiny_model_folder):
+    """As the remote backend sends it: a 25 ms frame is the shortest input a model takes."""
+    folder = tiny_model_folder("wav2vec2-group")  # its front end needs 345 samples
+    short = tone(DOG_HZ, 0.01, RATE)  # 160 samples
+    scores = LocalClassifier(str(folder), "cpu", "float32").classify([short])
+    padded = np.pad(short, (0, 400 - len(short)))
+    assert np.abs(scores - pipeline_scores(folder, [padded], "softmax")).max() < MAX_SCORE_DIFFERENCE
+
+
+def test_windows_longer_than_the_speech_commands_model_hears_are_warned_about(project, run_block,
+                                                                            tiny_model_folder):
+    result = run_block("--model", str(tiny_model_folder("speech-commands")), "--win-size-ms", "2000", backend="local",
                        labels="yes\\nno")
     assert result.code == 0, result.out + result.err
     assert ("WARNING: --win-size-ms 2000 is longer than 1295 ms, the model's input; the model only hears the "
@@ -136,8 +150,9 @@ def test_scores_are_read_with_the_rules_function_end_to_end(project, run_block, 
     assert json.loads(project.state.samples[101].metadata["ast_settings"]).get("score") == score
 
 
-def test_a_wav2vec2_classifier_labels_with_softmax_scores(project, run_block, tiny_model):
-    result = run_block("--model", str(tiny_model("wav2vec2-group")), backend="local", labels="Speech\\nMusic\\nDog")
+def test_a_wav2vec2_classifier_labels_with_softmax_scores(project, run_block, tiny_model_folder):
+    result = run_block("--model", str(tiny_model_folder("wav2vec2-group")), backend="local",
+                       labels="Speech\\nMusic\\nDog")
     assert result.code == 0, result.out + result.err
     assert "softmax scores" in result.out
     assert json.loads(project.state.samples[101].metadata["ast_settings"])["score"] == "softmax"

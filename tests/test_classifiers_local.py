@@ -21,6 +21,12 @@ def windows_of_mixed_lengths():
             tone(DOG_HZ, 0.7, 16000)]
 
 
+@pytest.fixture
+def model_of_kind(request, tiny_model_folder):
+    """A random AST (its fbank computed by torch) or, by name, a tiny model run through its own extractor."""
+    return lambda kind: str(request.getfixturevalue("random_model") if kind == "ast" else tiny_model_folder(kind))
+
+
 @pytest.mark.parametrize("settings, frames", [
     ({}, 1024),  # the AudioSet AST
     ({"max_length": 128, "mean": SPEECH_COMMANDS_MEAN, "std": SPEECH_COMMANDS_STD}, 128),  # speech commands
@@ -60,10 +66,11 @@ def test_scores_do_not_depend_on_the_batch_a_window_lands_in(random_model):
     assert np.ptp(one, axis=0).max() > 1e-4  # the random model does tell the windows apart
 
 
-def test_bfloat16_agrees_with_float32(random_model):
+@pytest.mark.parametrize("kind", ["ast", "wav2vec2-layer", "whisper"])
+def test_bfloat16_agrees_with_float32(model_of_kind, kind):
     windows = windows_of_mixed_lengths()
-    fp32 = LocalClassifier(str(random_model), "cpu", "float32").classify(windows)
-    bf16 = LocalClassifier(str(random_model), "cpu", "bfloat16").classify(windows)
+    fp32 = LocalClassifier(model_of_kind(kind), "cpu", "float32").classify(windows)
+    bf16 = LocalClassifier(model_of_kind(kind), "cpu", "bfloat16").classify(windows)
     assert np.abs(fp32 - bf16).max() < 0.02
 
 
@@ -193,12 +200,6 @@ def limit_forward(monkeypatch, classifier, fails):
     return calls
 
 
-@pytest.fixture
-def model_of_kind(request, tiny_model):
-    """An AST (torch fbank) or a wav2vec2 with an attention mask (its own extractor, one batch of any lengths)."""
-    return lambda kind: str(request.getfixturevalue("random_model") if kind == "ast" else tiny_model(kind))
-
-
 @pytest.mark.parametrize("kind", ["ast", "wav2vec2-layer"])
 @pytest.mark.parametrize("oom", [cuda_oom, cpu_oom])
 def test_out_of_memory_halves_the_batch_and_scores_stay_the_same(model_of_kind, monkeypatch, capsys, oom, kind):
@@ -227,10 +228,10 @@ def test_window_that_runs_out_of_memory_alone_fails_with_the_rows_before_it(rand
     assert np.abs(caught.value.scores[:4] - expected[:4]).max() < 1e-5
 
 
-def test_out_of_memory_alone_fails_the_windows_not_yet_scored_whatever_their_order(tiny_model, monkeypatch):
+def test_out_of_memory_alone_fails_the_windows_not_yet_scored_whatever_their_order(tiny_model_folder, monkeypatch):
     """Windows without a mask are batched by length, not in order: the failed ones are those not yet scored."""
     windows = [noise(1, 16000, seed=1), tone(DOG_HZ, 0.5, 16000), noise(1, 16000, seed=2), tone(MUSIC_HZ, 0.5, 16000)]
-    model = str(tiny_model("wav2vec2-group"))
+    model = str(tiny_model_folder("wav2vec2-group"))
     expected = LocalClassifier(model, "cpu", "float32", batch_size=4).classify(windows)
     tight = LocalClassifier(model, "cpu", "float32", batch_size=4)
     limit_forward(monkeypatch, tight, lambda batch, call: cuda_oom() if call > 1 else None)  # the 1 s pair fits

@@ -1,7 +1,8 @@
 """Tiny audio classifiers the tests build and save like hub models (no download): ASTs of several
-shapes, wav2vec2 classifiers of both normalisation kinds, a speech-recognition (CTC) model that is
-no classifier, and an AST trained in seconds on the inference emulator's classes. Each is loaded
-through the block's own loading code with HF_HUB_OFFLINE=1.
+shapes, wav2vec2 classifiers of both normalisation kinds, a Whisper-encoder classifier, a
+speech-recognition (CTC) model that is no classifier, and an AST trained in seconds on the
+inference emulator's classes. Each is loaded through the block's own loading code with
+HF_HUB_OFFLINE=1.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ TINY_AST = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, inte
 TINY_WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                      conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16,
                      num_conv_pos_embedding_groups=2, classifier_proj_size=16, initializer_range=0.2)
-# A 320x front end like the real wav2vec2's: 30 s of audio is 1500 frames, so the cap is cheap to test.
+# A 320x front end like the real wav2vec2's: 30 s of audio is 1500 frames, so long windows are cheap.
 WAV2VEC2_320X = dict(conv_dim=(16, 16, 16, 16), conv_stride=(5, 4, 4, 4), conv_kernel=(10, 8, 4, 4))
 # The speech-commands AST's extractor statistics (its preprocessor_config.json) and its 35 words.
 SPEECH_COMMANDS_MEAN, SPEECH_COMMANDS_STD = -6.845978, 5.5654526
@@ -74,6 +75,20 @@ def make_tiny_wav2vec2(path: Path, norm: str = "group", seed: int = 0, *, labels
     return path
 
 
+def make_tiny_whisper(path: Path, seed: int = 0, *, labels=LABELS) -> Path:
+    """A tiny Whisper-encoder classifier: 80 mel bins over the 30 s its extractor pads every window to."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForAudioClassification
+
+    config = WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
+                           decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80,
+                           classifier_proj_size=16, init_std=0.2, **label_maps(labels))
+    torch.manual_seed(seed)
+    WhisperForAudioClassification(config).eval().save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
+    return path
+
+
 def make_tiny_ctc(path: Path) -> Path:
     """A tiny wav2vec2 speech recogniser (CTC head): transformers would load it as a classifier
     with a random head, so the block must refuse it."""
@@ -94,9 +109,10 @@ TINY_MODELS = {
     "speech-commands-unset": lambda path: make_tiny_ast(path, labels=SPEECH_COMMANDS_LABELS, max_length=128,
                                                         mean=SPEECH_COMMANDS_MEAN, std=SPEECH_COMMANDS_STD),
     "audioset-stride-12": lambda path: make_tiny_ast(path, stride=12),  # MIT/ast-finetuned-audioset-12-12-0.447
-    "wav2vec2-group": lambda path: make_tiny_wav2vec2(path, "group"),
-    "wav2vec2-layer": lambda path: make_tiny_wav2vec2(path, "layer"),
-    "wav2vec2-320x": lambda path: make_tiny_wav2vec2(path, "group", front_end=WAV2VEC2_320X),
+    # 320x front ends: a window of 10 s is 500 frames, 30 s 1500 (a 20x one makes 30 s take gigabytes)
+    "wav2vec2-group": lambda path: make_tiny_wav2vec2(path, "group", front_end=WAV2VEC2_320X),
+    "wav2vec2-layer": lambda path: make_tiny_wav2vec2(path, "layer", front_end=WAV2VEC2_320X),
+    "whisper": make_tiny_whisper,
 }
 
 
