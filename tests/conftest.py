@@ -22,6 +22,7 @@ import transform  # noqa: E402
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone  # noqa: E402
 from inference_emulator import LABELS, InferenceEmulator  # noqa: E402
 from studio_emulator import EmuSample, StudioEmulator  # noqa: E402
+from tiny_models import TINY_MODELS, TrainedModel, make_trained_ast  # noqa: E402
 from tiny_models import make_tiny_ast  # noqa: E402,F401 - also used by benchmarks
 
 STUDIO_KEY = "ei_0123456789abcdef-secret-studio-key"
@@ -89,6 +90,26 @@ def dog_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def random_model(tmp_path_factory) -> Path:
     return make_tiny_ast(tmp_path_factory.mktemp("random-model"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def trained_ast(tmp_path_factory) -> TrainedModel:
+    """(path, eval windows, their labels): a tiny AST trained once per session (a few seconds on one
+    core) to score like the inference emulator, so its scores depend on the audio."""
+    return make_trained_ast(tmp_path_factory.mktemp("trained-ast"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory):
+    """``tiny_model_folder(name)``: the folder of ``tiny_models.TINY_MODELS[name]``, built once per session."""
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = TINY_MODELS[name](tmp_path_factory.mktemp(name))
+        return built[name]
+
+    return get
 
 
 @dataclass

@@ -1,6 +1,7 @@
-"""The local backend: AST in this process with transformers, features computed in batches with
-torch on the model's device, device and precision chosen from the hardware, CPU threads from the
-container's quota.
+"""The local backend: any transformers audio classifier in this process (AST with its fbank
+computed in batches by torch, any other through its own feature extractor), device and precision
+chosen from the hardware, CPU threads from the container's quota; models the block cannot run
+faithfully are refused before any sample is read.
 
 May import: ``core``, ``audio``, ``models``. torch and transformers are imported only inside functions, so
 importing this module stays cheap (``--backend remote`` and ``--help`` never load them).
@@ -17,74 +18,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..audio import MODEL_FRAME_SAMPLES, MODEL_HOP_SAMPLES, MODEL_RATE_HZ
+from ..audio import MODEL_RATE_HZ
 from ..core import ConfigError, InferenceError, log
-from ..models import model_input, score_function
+from ..models import check_classifier, model_input, score_function
+from .features import ExtractorFeatures, TorchFbank, batch_runs
 
-# AST input: Kaldi-style log-mel fbank, 25 ms frames every 10 ms, padded or cut to 1024 frames.
-FBANK_FRAME_LEN = MODEL_FRAME_SAMPLES
-FBANK_HOP = MODEL_HOP_SAMPLES
-FBANK_FFT = 512
-FBANK_PREEMPHASIS = 0.97
-FBANK_MEL_FLOOR = 1.192092955078125e-07
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+REMOTE_CODE_REFUSED = ("it needs its repository's own Python code (trust_remote_code), which the block never runs; "
+                       "choose a model that transformers runs without it")
 # torch's CPU allocator says "can't allocate memory" (errno 12 "Cannot allocate memory"); CUDA raises OutOfMemoryError.
 _CPU_OOM_RE = re.compile(r"(can't|cannot|could not) allocate memory|out of memory", re.IGNORECASE)
-
-
-class TorchFbank:
-    """ASTFeatureExtractor's features for a whole batch at once, with torch on the model's device.
-
-    The reference extractor loops over frames in numpy (about 10 ms per window on a CPU); this
-    computes the same values (same window, mel filters, pre-emphasis, padding and normalisation)
-    as a few batched tensor ops, so features never bottleneck a GPU.
-    """
-
-    def __init__(self, extractor, device):
-        import torch
-
-        self.max_frames = int(extractor.max_length)
-        self.mean, self.std = float(extractor.mean), float(extractor.std)
-        self.do_normalize = bool(getattr(extractor, "do_normalize", True))
-        mel = getattr(extractor, "mel_filters", None)
-        window = getattr(extractor, "window", None)
-        if mel is None or window is None:  # torchaudio installed: the extractor keeps no tables
-            from transformers.audio_utils import mel_filter_bank, window_function
-
-            mel = mel_filter_bank(num_frequency_bins=FBANK_FFT // 2 + 1, num_mel_filters=extractor.num_mel_bins,
-                                  min_frequency=20, max_frequency=extractor.sampling_rate // 2,
-                                  sampling_rate=extractor.sampling_rate, norm=None, mel_scale="kaldi",
-                                  triangularize_in_mel_space=True)
-            window = window_function(FBANK_FRAME_LEN, "hann", periodic=False)
-        self.mel = torch.as_tensor(mel, dtype=torch.float32, device=device)
-        self.window = torch.as_tensor(window, dtype=torch.float32, device=device)
-        self.device = device
-
-    def max_samples(self) -> int:
-        return FBANK_FRAME_LEN + (self.max_frames - 1) * FBANK_HOP
-
-    def __call__(self, windows: Sequence[np.ndarray]):
-        """(B, max_frames, mel bins) float32 features for 16 kHz mono windows of any lengths."""
-        import torch
-
-        limit = self.max_samples()
-        lengths = [min(len(w), limit) for w in windows]
-        width = max(max(lengths), FBANK_FRAME_LEN)
-        audio = np.zeros((len(windows), width), dtype=np.float32)
-        for row, (w, n) in enumerate(zip(windows, lengths)):
-            audio[row, :n] = w[:n]
-        frames = torch.from_numpy(audio).to(self.device).unfold(1, FBANK_FRAME_LEN, FBANK_HOP)
-        frames = frames - frames.mean(dim=2, keepdim=True)
-        frames = torch.cat([frames[..., :1] * (1 - FBANK_PREEMPHASIS),
-                            frames[..., 1:] - FBANK_PREEMPHASIS * frames[..., :-1]], dim=2) * self.window
-        power = torch.fft.rfft(frames, n=FBANK_FFT).abs().square()
-        fbank = torch.clamp(power @ self.mel, min=FBANK_MEL_FLOOR).log()
-        n_frames = torch.tensor([max(0, 1 + (n - FBANK_FRAME_LEN) // FBANK_HOP) for n in lengths], device=self.device)
-        valid = torch.arange(fbank.shape[1], device=self.device)[None, :] < n_frames[:, None]
-        fbank = fbank * valid[..., None]  # frames past a window's end are zero, as the extractor pads
-        fbank = torch.nn.functional.pad(fbank, (0, 0, 0, max(0, self.max_frames - fbank.shape[1])))
-        fbank = fbank[:, : self.max_frames]
-        return (fbank - self.mean) / (2 * self.std) if self.do_normalize else fbank
 
 
 def available_cpus() -> int:
@@ -129,7 +72,8 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
 
 
 class LocalClassifier:
-    """AST in-process with transformers: batched, inference mode, sigmoid or softmax over every class.
+    """Any transformers audio classifier in-process: batched, inference mode, sigmoid or softmax
+    over every class.
 
     Out of memory, a batch is halved and retried (down to one window), and the smaller batch is
     kept for the rest of the run.
@@ -151,7 +95,11 @@ class LocalClassifier:
         self.class_names = [id2label[i] for i in range(len(id2label))]
         self.batch_size = batch_size or (64 if self.device == "cuda" else 8)
         self.preferred_batch, self.parallel_groups = self.batch_size, 1  # torch already uses every core
-        self._fbank = TorchFbank(self._extractor, self.device)
+        if type(self._extractor).__name__ == "ASTFeatureExtractor":
+            self._features = TorchFbank(self._extractor, self.device, self._torch_dtype)
+        else:
+            self._features = ExtractorFeatures(self._extractor, self.model_input.heard_samples, self.device,
+                                               self._torch_dtype)
         try:  # the first call allocates: keep it out of labeling, and find a model that loads but cannot run
             self.classify([np.zeros(MODEL_RATE_HZ, dtype=np.float32)])
         except Exception as exc:  # noqa: BLE001 - whatever a broken model raises, the run cannot work
@@ -159,25 +107,30 @@ class LocalClassifier:
         self.load_s = time.monotonic() - started
 
     def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """Scores in batches; rows of batches done before a window runs out of memory alone survive it."""
+        """Scores in batches, each row in its window's place; rows of batches done before a window
+        runs out of memory alone survive it."""
         out = np.zeros((len(windows), len(self.class_names)), dtype=np.float32)
-        start, shrunk_from = 0, 0
-        while start < len(windows):
-            batch = windows[start : start + self.batch_size]
-            try:
-                out[start : start + len(batch)] = self._scores(batch)
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raises
-                if not _is_out_of_memory(exc):
-                    raise
-                problem = _first_line(exc)
-            else:
-                start += len(batch)
-                continue
-            self._free_memory()  # outside the except: the exception's frames no longer hold tensors
-            if len(batch) == 1:
-                raise InferenceError(f"{self.name} ran out of memory on a single window ({problem})",
-                                     failed=range(start, len(windows)), scores=out if start else None)
-            shrunk_from, self.batch_size = shrunk_from or len(batch), len(batch) // 2
+        scored: list[int] = []
+        shrunk_from = 0
+        for run in batch_runs(windows, self._features):
+            while run:
+                batch = run[: self.batch_size]
+                try:
+                    out[batch] = self._scores([windows[i] for i in batch])
+                except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raises
+                    if not _is_out_of_memory(exc):
+                        raise
+                    problem = _first_line(exc)
+                else:
+                    scored += batch
+                    run = run[len(batch) :]
+                    continue
+                self._free_memory()  # outside the except: the exception's frames no longer hold tensors
+                if len(batch) == 1:
+                    failed = sorted(set(range(len(windows))) - set(scored))
+                    raise InferenceError(f"{self.name} ran out of memory on a single window ({problem})",
+                                         failed=failed, scores=out if scored else None)
+                shrunk_from, self.batch_size = shrunk_from or len(batch), len(batch) // 2
         if shrunk_from:
             log(f"WARNING: {self.name} ran out of memory with batch {shrunk_from}; continuing with batch "
                 f"{self.batch_size}")
@@ -193,8 +146,7 @@ class LocalClassifier:
         import torch
 
         with torch.inference_mode():
-            features = self._fbank(batch).to(self._torch_dtype)
-            logits = self._model(input_values=features).logits
+            logits = self._model(**self._features.model_inputs(batch)).logits
             logits = logits.float()
             scores = logits.sigmoid() if self.score_function == "sigmoid" else logits.softmax(dim=-1)
             return scores.cpu().numpy()
@@ -240,8 +192,7 @@ def _load_model(model: str, dtype, device: str):
                           f"{_load_problem(exc)}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    if not getattr(network.config, "id2label", None) or not hasattr(extractor, "max_length"):
-        raise ConfigError(f"--model {model}: not an AST-style audio classifier (no labels or no fbank extractor)")
+    _refuse_what_cannot_run(model, extractor, network.config)
     return extractor, network.to(device).eval()
 
 
@@ -250,14 +201,36 @@ def _from_pretrained(path: str, dtype):
 
     with warnings.catch_warnings():  # the reference mel table has empty filters by design
         warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
-        extractor = AutoFeatureExtractor.from_pretrained(path)
-    return extractor, AutoModelForAudioClassification.from_pretrained(path, dtype=dtype)
+        extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=False)  # never run hub code
+    return extractor, AutoModelForAudioClassification.from_pretrained(path, dtype=dtype, trust_remote_code=False)
 
 
 def _load_problem(exc: Exception) -> str:
     """One line on why loading failed, in the user's terms where transformers' own words point elsewhere."""
     if "ignore_mismatched_sizes" in str(exc):  # its text points at a report we silenced
         return "its weights do not fit the shapes in its config.json (a config.json edited or from another model?)"
+    if "trust_remote_code" in str(exc):  # its text asks to allow the repository's code; the block never does
+        return REMOTE_CODE_REFUSED
     if type(exc).__name__ == "SafetensorError":
         return f"its weights file is damaged or incomplete ({_first_line(exc)}); download it again"
     return _first_line(exc)
+
+
+def _refuse_what_cannot_run(model: str, extractor, config) -> None:
+    """ConfigError for a loaded model the block would run wrongly: what transformers loaded as an
+    audio classifier but is not one (its head would be random), custom code, or not mono audio."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES
+
+    architectures = config.architectures or []
+    if architectures and not set(architectures) & set(MODEL_FOR_AUDIO_CLASSIFICATION_MAPPING_NAMES.values()):
+        raise ConfigError(f"--model {model}: its config names {', '.join(architectures)}, which is not an audio "
+                          "classifier (AutoModelForAudioClassification); choose an audio classification model")
+    if "AutoModelForAudioClassification" in (getattr(config, "auto_map", None) or {}):
+        # transformers loaded its own class in place of the repository's: not the model its author trained
+        raise ConfigError(f"--model {model}: {REMOTE_CODE_REFUSED}")
+    check_classifier(config.to_dict(), model)
+    takes_waveform = (getattr(extractor, "model_input_names", None) or ["input_values"])[0] == "input_values"
+    channels = getattr(extractor, "feature_size", 1)
+    if takes_waveform and type(extractor).__name__ != "ASTFeatureExtractor" and channels != 1:
+        raise ConfigError(f"--model {model}: its feature extractor expects {channels}-channel audio (feature_size "
+                          f"{channels}); the block feeds models {MODEL_RATE_HZ} Hz mono audio only")
