@@ -1,8 +1,8 @@
 """Classifiers: one small interface, two backends, and how a run builds one.
 
-A classifier scores 16 kHz mono windows over the model's classes. ``local`` runs AST in this
-process; ``remote`` posts windows to a Hugging Face-protocol endpoint. To swap the model for
-another audio classifier, this package is the one room to change.
+A classifier scores 16 kHz mono windows over the model's classes. ``local`` runs any transformers
+audio classifier in this process; ``remote`` posts windows to a Hugging Face-protocol endpoint.
+What a model hears and how its scores are read come from ``models``, for both.
 
 May import: ``core``, ``labels``, ``audio``, ``timeline``, ``models``. Backends are imported on demand, so the
 remote path never imports torch or transformers.

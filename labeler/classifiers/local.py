@@ -3,7 +3,7 @@ computed in batches by torch, any other through its own feature extractor), devi
 chosen from the hardware, CPU threads from the container's quota; models the block cannot run
 faithfully are refused before any sample is read.
 
-May import: ``core``, ``audio``, ``models``. torch and transformers are imported only inside functions, so
+May import: ``core``, ``audio``, ``models`` (and ``features``, ``hub`` beside it). torch and transformers are imported only inside functions, so
 importing this module stays cheap (``--backend remote`` and ``--help`` never load them).
 """
 
@@ -81,6 +81,7 @@ class LocalClassifier:
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 0,
                  threads: int = 0, score: str = "auto"):
+        source = model_source(model)  # before torch loads: no hub and no cached copy fails within seconds
         import torch
 
         torch.set_num_threads(threads or available_cpus())
@@ -88,7 +89,7 @@ class LocalClassifier:
         self.name = f"the local model {model} on {self.device}"
         self._torch_dtype = getattr(torch, self.dtype_name)
         started = time.monotonic()
-        self._extractor, self._model = _load_model(model, self._torch_dtype, self.device)
+        self._extractor, self._model = _load_model(model, source, self._torch_dtype, self.device)
         id2label = self._model.config.id2label
         self.score_function = score_function(score, self._model.config.to_dict(), model)
         self.model_input = model_input(self._extractor.to_dict(), model)
@@ -170,24 +171,30 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def _load_model(model: str, dtype, device: str):
-    """Load the feature extractor and model; every failure becomes a one-line ConfigError."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # carriage-return bars garble Studio's job log
+def model_source(model: str) -> str:
+    """Where --model loads from: its folder, or for a hub id the id (or its cached folder when the hub
+    is unreachable); one line saying why not otherwise (``hub.locate``)."""
     looks_local = model.startswith((".", "/", "~")) or os.path.isdir(model)
     if looks_local and not os.path.isdir(os.path.expanduser(model)):
         raise ConfigError(f"--model {model}: no such folder; give a model folder or a Hugging Face model id")
-    from .hub import locate  # a hub id: from the cache when the hub is unreachable, or one line saying why not
+    from .hub import locate
 
-    path = os.path.expanduser(model) if looks_local else locate(model)
+    return os.path.expanduser(model) if looks_local else locate(model)
+
+
+def _load_model(model: str, path: str, dtype, device: str):
+    """Load the feature extractor and model from ``path``; every failure becomes a one-line ConfigError."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # carriage-return bars garble Studio's job log
+    from_hub = path == model and not os.path.isdir(path)  # not a folder, nor the cached copy
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a broken checkpoint prints a table of mismatched weights; our line says it
     try:
         extractor, network = _from_pretrained(path, dtype)
     except Exception as exc:  # noqa: BLE001 - a corrupt file raises anything (SafetensorError, RuntimeError...)
         offline = " (HF_HUB_OFFLINE is set: the model must already be in the hub cache)" if \
-            os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") and not looks_local else ""
+            os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") and from_hub else ""
         raise ConfigError(f"--model {model}: cannot load it as an audio classifier{offline}: "
                           f"{_load_problem(exc)}") from None
     finally:
