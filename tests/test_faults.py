@@ -198,7 +198,9 @@ def test_a_sample_failing_in_a_shared_call_fails_alone_and_the_others_get_their_
     assert labels.pop(799) is None and labels == reference  # the others got exactly their fault-free labels
     assert not [w for w in studio.state.writes if w.sample_id == 799]
     # 36 windows classified once; the retry sent only the 4 failed windows of sample 799
-    assert sum(n for n, _ in calls) == 8 * 4 + 4 + 4 and calls[-1] == (4, 4)
+    assert sum(n for n, _ in calls) == 8 * 4 + 4 + 4
+    # the shared call, then the retry of 799's 4 windows alone (other samples' calls may come after it)
+    assert [c for c in calls if c[1]][1:] == [(4, 4)]
     assert "not labeled: sample 799 (bad.wav): inference failed after 6 attempts: HTTP 500: unknown error " \
            "(4 of 4 windows)\n" in result.out  # counted once, per sample
 
