@@ -2,11 +2,11 @@
 
 A cpuinfo flag does not predict bf16's speed (a 2-vCPU Xeon VM listing ``avx512_bf16`` without AMX
 ran AST's bf16 at 0.6x fp32; a Zen 4 VM at 2x). So the flags only filter: without ``avx512_bf16``
-or ``amx_bf16``, fp32 and no probe. Otherwise the model's largest linear layer is timed in both
+or ``amx_bf16``, fp32 and no probe. Otherwise the model's busiest linear layer is timed in both
 precisions on the run's batch x sequence x hidden, and bf16 is taken only when it is at least
 ``BF16_MIN_SPEEDUP`` faster. A screen on one window first stops the probe where bf16 is far slower,
-and a time budget bounds it where a CPU is slow. The verdict is cached per CPU flags, threads, torch version, model
-config and batch size, so a second run on the same machine does not measure again.
+and a time budget bounds it where a CPU is slow. The verdict is cached per CPU flags, threads, torch
+version, model config and batch size, so a second run on the same machine does not measure again.
 
 May import: ``core``. torch is imported only inside functions.
 """
