@@ -38,6 +38,12 @@ def clean_environ(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def own_precision_cache(tmp_path_factory, monkeypatch):
+    """On a CPU listing bf16, ``--dtype auto`` measures and caches its verdict: never in the developer's cache."""
+    monkeypatch.setenv("AST_LABELER_CACHE_DIR", str(tmp_path_factory.mktemp("block-cache")))
+
+
+@pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
     """Retry waits shrink so fault tests take seconds; the retry logic itself is unchanged."""
     monkeypatch.setattr(labeler.core, "HTTP_BACKOFF_BASE_S", 0.02)

@@ -75,7 +75,9 @@ def _build_local(options: BackendOptions, labels_text: str) -> tuple[Classifier,
 
     classifier = LocalClassifier(options.model, options.device, options.dtype, options.batch_size, options.threads,
                                  options.score_function)
-    log(f"Loaded {options.model} on {classifier.device} ({classifier.dtype_name}, batch "
+    precision = f"{classifier.precision_note}: {classifier.dtype_name}" if classifier.precision_note \
+        else classifier.dtype_name  # --dtype auto on a CPU says what it measured
+    log(f"Loaded {options.model} on {classifier.device} ({precision}, batch "
         f"{classifier.batch_size}, {classifier.score_function} scores) in {classifier.load_s:.1f} s")
     return classifier, parse_label_specs(labels_text, classifier.class_names)
 

@@ -1,10 +1,11 @@
 """The local backend: any transformers audio classifier in this process (AST with its fbank
-computed in batches by torch, any other through its own feature extractor), device and precision
-chosen from the hardware, CPU threads from the container's quota; models the block cannot run
-faithfully are refused before any sample is read.
+computed in batches by torch, any other through its own feature extractor), device from the
+hardware, precision from the hardware or (``--dtype auto`` on a CPU) measured, CPU threads from the
+container's quota; models the block cannot run faithfully are refused before any sample is read.
 
-May import: ``core``, ``audio``, ``models`` (and ``features``, ``hub`` beside it). torch and transformers are imported only inside functions, so
-importing this module stays cheap (``--backend remote`` and ``--help`` never load them).
+May import: ``core``, ``audio``, ``models`` (and ``features``, ``hub``, ``precision`` beside it). torch and
+transformers are imported only inside functions, so importing this module stays cheap (``--backend
+remote`` and ``--help`` never load them).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..audio import MODEL_RATE_HZ
 from ..core import ConfigError, InferenceError, log
 from ..models import check_classifier, model_input, score_function
 from .features import ExtractorFeatures, TorchFbank, batch_runs
+from .precision import BF16_FLAGS, choose_cpu_dtype, cpu_flags, rows_seen
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 REMOTE_CODE_REFUSED = ("it needs its repository's own Python code (trust_remote_code), which the block never runs; "
@@ -44,17 +46,13 @@ def available_cpus() -> int:
 
 
 def cpu_has_native_bf16() -> bool:
-    """True on CPUs with AVX512-BF16 or AMX, where bf16 matmuls run faster than fp32."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+    """True on CPUs that list AVX512-BF16 or AMX: bf16 may run faster than fp32 there (``precision`` measures)."""
+    return bool(cpu_flags() & set(BF16_FLAGS))
 
 
 def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
-    """Pick the device and precision: CUDA when present; bf16 where the hardware runs it natively."""
+    """Pick the device and precision: CUDA when present, in bf16 or fp16; on a CPU ``auto`` stays ``auto``,
+    decided after loading by measuring (``precision.choose_cpu_dtype``)."""
     import torch
 
     if device == "auto":
@@ -64,8 +62,6 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
     if dtype == "auto":
         if device == "cuda":
             dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        else:
-            dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
     if dtype == "float16" and device == "cpu":
         raise ConfigError("--dtype float16 is for GPUs; on a CPU use float32 or bfloat16")
     return device, dtype
@@ -86,6 +82,8 @@ class LocalClassifier:
 
         torch.set_num_threads(threads or available_cpus())
         self.device, self.dtype_name = resolve_device_dtype(device, dtype)
+        measuring, self.precision_note = self.dtype_name == "auto", ""  # the note says why auto chose, for the log
+        self.dtype_name = "float32" if measuring else self.dtype_name  # measured against the loaded fp32 model
         self.name = f"the local model {model} on {self.device}"
         self._torch_dtype = getattr(torch, self.dtype_name)
         started = time.monotonic()
@@ -96,16 +94,44 @@ class LocalClassifier:
         self.class_names = [id2label[i] for i in range(len(id2label))]
         self.batch_size = batch_size or (64 if self.device == "cuda" else 8)
         self.preferred_batch, self.parallel_groups = self.batch_size, 1  # torch already uses every core
+        self._try_a_window(model, measuring)
+        if measuring:
+            self._choose_cpu_precision(model, source)
+        self.load_s = time.monotonic() - started
+
+    def _try_a_window(self, model: str, measuring: bool = False) -> None:
+        """The first call allocates: keep it out of labeling, and find a model that loads but cannot run.
+        When ``auto`` is to be measured, it also records the rows each linear layer sees (``precision``)."""
         if type(self._extractor).__name__ == "ASTFeatureExtractor":
             self._features = TorchFbank(self._extractor, self.device, self._torch_dtype)
         else:
             self._features = ExtractorFeatures(self._extractor, self.model_input.heard_samples, self.device,
                                                self._torch_dtype)
-        try:  # the first call allocates: keep it out of labeling, and find a model that loads but cannot run
-            self.classify([np.zeros(MODEL_RATE_HZ, dtype=np.float32)])
+        try:
+            if not measuring:
+                self.classify([np.zeros(MODEL_RATE_HZ, dtype=np.float32)])
+                return
+            with rows_seen(self._model) as self._rows_seen:
+                self.classify([np.zeros(MODEL_RATE_HZ, dtype=np.float32)])
         except Exception as exc:  # noqa: BLE001 - whatever a broken model raises, the run cannot work
             raise ConfigError(f"--model {model}: loaded, but fails on a test window: {_first_line(exc)}") from None
-        self.load_s = time.monotonic() - started
+
+    def _choose_cpu_precision(self, model: str, source: str) -> None:
+        """``--dtype auto`` on a CPU: bf16 only where it measures faster than fp32 (``precision``);
+        then the model is loaded again in bf16, exactly as ``--dtype bfloat16`` loads it."""
+        import torch
+
+        verdict = choose_cpu_dtype(self._model, self.batch_size, self._rows_seen)
+        self._rows_seen = {}  # it holds the fp32 layers
+        if verdict.warning:
+            log(f"WARNING: {verdict.warning}")
+        self.precision_note = verdict.why
+        if verdict.dtype == self.dtype_name:
+            return
+        self.dtype_name, self._torch_dtype = verdict.dtype, getattr(torch, verdict.dtype)
+        self._model = None  # free the fp32 copy before the bf16 one loads
+        self._extractor, self._model = _load_model(model, source, self._torch_dtype, self.device)
+        self._try_a_window(model)
 
     def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Scores in batches, each row in its window's place; rows of batches done before a window
