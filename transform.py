@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="local backend: where the model runs (auto: CUDA when present)")
     p.add_argument("--dtype", choices=DTYPES, default="auto",
-                   help="local backend precision (auto: bfloat16 on GPUs and CPUs with native bf16, else float32)")
+                   help="local backend precision (auto: bfloat16 on GPUs and CPUs with native bf16, else float32; "
+                        "int8: CPU only, the model converted once with ONNX Runtime; auto never picks int8)")
     p.add_argument("--batch-size", type=_int_range("--batch-size", 0, 4096), default=0,
                    help="local backend: windows per forward pass (0: 64 on GPU, 8 on CPU)")
     p.add_argument("--threads", type=_int_range("--threads", 0, 1024), default=0,

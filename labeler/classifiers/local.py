@@ -3,7 +3,7 @@ computed in batches by torch, any other through its own feature extractor), devi
 chosen from the hardware, CPU threads from the container's quota; models the block cannot run
 faithfully are refused before any sample is read.
 
-May import: ``core``, ``audio``, ``models`` (and ``features``, ``hub`` beside it). torch and transformers are imported only inside functions, so
+May import: ``core``, ``audio``, ``models`` (and ``features``, ``hub``, ``int8`` beside it). torch and transformers are imported only inside functions, so
 importing this module stays cheap (``--backend remote`` and ``--help`` never load them).
 """
 
@@ -23,7 +23,7 @@ from ..core import ConfigError, InferenceError, log
 from ..models import check_classifier, model_input, score_function
 from .features import ExtractorFeatures, TorchFbank, batch_runs
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 REMOTE_CODE_REFUSED = ("it needs its repository's own Python code (trust_remote_code), which the block never runs; "
                        "choose a model that transformers runs without it")
 # torch's CPU allocator says "can't allocate memory" (errno 12 "Cannot allocate memory"); CUDA raises OutOfMemoryError.
@@ -57,6 +57,12 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
     """Pick the device and precision: CUDA when present; bf16 where the hardware runs it natively."""
     import torch
 
+    if dtype == "int8":  # ONNX Runtime's CPU session; checked first, so the message names the real conflict
+        if device == "cuda":
+            raise ConfigError("--dtype int8 runs on the CPU only; use --device cpu (or auto), or a GPU precision")
+        if device == "auto" and torch.cuda.is_available():
+            log("--dtype int8 runs on the CPU, though a CUDA GPU is present (--dtype auto would use the GPU)")
+        return "cpu", "int8"
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -84,10 +90,11 @@ class LocalClassifier:
         source = model_source(model)  # before torch loads: no hub and no cached copy fails within seconds
         import torch
 
-        torch.set_num_threads(threads or available_cpus())
+        threads = threads or available_cpus()
+        torch.set_num_threads(threads)
         self.device, self.dtype_name = resolve_device_dtype(device, dtype)
         self.name = f"the local model {model} on {self.device}"
-        self._torch_dtype = getattr(torch, self.dtype_name)
+        self._torch_dtype = torch.float32 if self.dtype_name == "int8" else getattr(torch, self.dtype_name)
         started = time.monotonic()
         self._extractor, self._model = _load_model(model, source, self._torch_dtype, self.device)
         id2label = self._model.config.id2label
@@ -101,6 +108,9 @@ class LocalClassifier:
         else:
             self._features = ExtractorFeatures(self._extractor, self.model_input.heard_samples, self.device,
                                                self._torch_dtype)
+        self._int8 = self.int8_path = None
+        if self.dtype_name == "int8":
+            self._int8 = self._int8_session(model, source, threads)
         try:  # the first call allocates: keep it out of labeling, and find a model that loads but cannot run
             self.classify([np.zeros(MODEL_RATE_HZ, dtype=np.float32)])
         except Exception as exc:  # noqa: BLE001 - whatever a broken model raises, the run cannot work
@@ -147,10 +157,31 @@ class LocalClassifier:
         import torch
 
         with torch.inference_mode():
-            logits = self._model(**self._features.model_inputs(batch)).logits
-            logits = logits.float()
+            inputs = self._features.model_inputs(batch)
+            if self._int8 is not None:
+                logits = torch.from_numpy(self._int8.logits(inputs))
+            else:
+                logits = self._model(**inputs).logits.float()
             scores = logits.sigmoid() if self.score_function == "sigmoid" else logits.softmax(dim=-1)
             return scores.cpu().numpy()
+
+    def _int8_session(self, model: str, source: str, threads: int):
+        """The converted model's session (converting it first when no stored one fits these weights);
+        the torch model is dropped, so only the int8 one stays in memory."""
+        from .int8 import ExportFailed, Int8Session, converted_model, model_folder
+
+        sample = self._features.model_inputs([np.zeros(MODEL_RATE_HZ, dtype=np.float32)] * 2)  # batch 2: not fixed to 1
+        try:
+            self.int8_path, convert_s = converted_model(model_folder(source), self._model, sample)
+        except ExportFailed as exc:
+            raise ConfigError(f"--model {model}: --dtype int8 cannot convert it ({exc}); use --dtype float32 or "
+                              "bfloat16") from None
+        except ImportError as exc:
+            raise ConfigError(f"--dtype int8 needs {exc.name} (pip install -r requirements.txt)") from None
+        log(f"int8 model: converted in {convert_s:.1f} s, stored at {self.int8_path}" if convert_s else
+            f"int8 model: {self.int8_path}")
+        self._model = None
+        return Int8Session(self.int8_path, threads)
 
     def _free_memory(self) -> None:
         if self.device == "cuda":
@@ -162,6 +193,10 @@ class LocalClassifier:
 def _is_out_of_memory(exc: Exception) -> bool:
     import torch
 
+    if type(exc).__module__.startswith("onnxruntime"):  # --dtype int8: its own error texts
+        from .int8 import is_out_of_memory
+
+        return is_out_of_memory(exc)
     return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError)
                                                        and _CPU_OOM_RE.search(str(exc)) is not None)
 
