@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -120,6 +119,12 @@ def short_vs_long(model_dir: Path, n_windows: int, device: str, tmp: Path) -> di
     return out
 
 
+def feature_check(windows) -> float:
+    fe = ASTFeatureExtractor()
+    reference = fe(windows, sampling_rate=16000, return_tensors="np")["input_values"]
+    return float(np.abs(local.TorchFbank(fe, "cpu")(windows).numpy() - reference).max())
+
+
 def machine() -> dict:
     """What decides the speed: CPU model string, the flags that matter, threads, the load meanwhile."""
     cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
@@ -161,8 +166,14 @@ def one_contender(name: str, model_dir: Path, n_windows: int, device: str) -> di
     else:
         with tempfile.TemporaryDirectory() as tmp:
             result = block_end_to_end(model_dir, n_windows, name.split(":")[1], device, Path(tmp))
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM): ``ru_maxrss`` would also count the parent's memory at the fork."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
 
 
 def in_child(name: str, model_dir: Path, n_windows: int, device: str) -> dict:
