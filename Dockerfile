@@ -35,6 +35,11 @@ RUN mkdir -p "$HF_HOME" && if [ "$BAKE_MODEL" = "1" ]; then \
 
 COPY transform.py parameters.json ./
 COPY labeler ./labeler
+# The baked model's --dtype int8 conversion (ONNX export + dynamic quantization, tens of seconds),
+# stored beside the weights, so a job with --dtype int8 never converts.
+RUN if [ "$BAKE_MODEL" = "1" ]; then \
+        HF_HUB_OFFLINE=1 python3 -m labeler.classifiers.int8 "$MODEL" && chmod -R a+rX "$HF_HOME"; \
+    fi
 
 USER block
 ENV HF_HUB_OFFLINE=1

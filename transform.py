@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local backend: where the model runs (auto: CUDA when present)")
     p.add_argument("--dtype", choices=DTYPES, default="auto",
                    help="local backend precision (auto: bf16 or fp16 on GPUs; on a CPU bf16 only where it measures "
-                        "faster than float32)")
+                        "faster than float32, never int8; int8: CPU only, the model converted once with ONNX Runtime)")
     p.add_argument("--batch-size", type=_int_range("--batch-size", 0, 4096), default=0,
                    help="local backend: windows per forward pass (0: 64 on GPU, 8 on CPU)")
     p.add_argument("--threads", type=_int_range("--threads", 0, 1024), default=0,

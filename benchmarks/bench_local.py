@@ -2,14 +2,16 @@
 
 Speed does not depend on the weight values, so a randomly initialised full-size AST
 (ASTConfig defaults, 527 classes) stands in for MIT/ast-finetuned-audioset-10-10-0.4593.
-Compared on the same windows:
+Compared on the same windows, each in its own child process (so each peak RSS is its own):
 
-  (a) bare model      ASTFeatureExtractor + forward, fp32, best batch size: the fp32 ceiling
-  (b) naive pipeline  pipeline("audio-classification") called once per window
-  (c) the block       transform.main --backend local against the Studio emulator, fp32 and bf16
+  bare_fp32       ASTFeatureExtractor + forward, fp32, batch 8: what plain transformers does
+  block:<dtype>   transform.main --backend local against the Studio emulator, in auto, float32,
+                  int8 and bfloat16 (windows/s of the labeling, start-up excluded)
 
-Also: fp32-vs-bf16 agreement of window scores and labels, and where the machine's time goes.
-Usage: python benchmarks/bench_local.py [--windows 16] [--device cpu|cuda] [--out results.json]
+Also: the machine (CPU model string, the flags that matter, threads, load), the host's fp32
+ceiling (matmul GFLOP/s over AST's ~261 GFLOP per window), and the int8 conversion command's time
+and the converted model's size. ``--only-short-vs-long``: many 1 s samples against two long ones.
+Usage: python benchmarks/bench_local.py [--windows 16] [--bf16-windows 8] [--device cpu|cuda] [--out r.json]
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +33,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import (ASTConfig, ASTFeatureExtractor, ASTForAudioClassification,  # noqa: E402
-                          AutoFeatureExtractor, AutoModelForAudioClassification, pipeline)
+                          AutoFeatureExtractor, AutoModelForAudioClassification)
 
-from labeler.classifiers import local  # noqa: E402
+from labeler.classifiers import int8, local  # noqa: E402
 from common import emit, run_block_timed  # noqa: E402
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, noise, silence, tone  # noqa: E402
 from studio_emulator import EmuSample, StudioEmulator  # noqa: E402
@@ -40,6 +43,8 @@ from studio_emulator import EmuSample, StudioEmulator  # noqa: E402
 KEY = "ei_benchmark_key"
 WIN_S = 2
 AUDIOSET_LIKE = [f"Class {i}" for i in range(527)]
+AST_GFLOP_PER_WINDOW = 261  # full-size AST, 1214 tokens through 12 layers, per 10.24 s window
+CPU_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx_vnni")
 
 
 def make_full_size_model(path: Path) -> Path:
@@ -69,15 +74,6 @@ def bare_model(model_dir: Path, windows, device: str, batch: int) -> float:
         for i in range(0, len(windows), batch):
             inputs = fe(windows[i:i + batch], sampling_rate=16000, return_tensors="pt").to(device)
             model(**inputs).logits.sigmoid().cpu()
-    return len(windows) / (time.perf_counter() - started)
-
-
-def naive_pipeline(model_dir: Path, windows, device: str) -> float:
-    clf = pipeline("audio-classification", model=str(model_dir), device=device)
-    clf(windows[0], top_k=527, function_to_apply="sigmoid")  # warm up
-    started = time.perf_counter()
-    for w in windows:
-        clf(w, top_k=527, function_to_apply="sigmoid")
     return len(windows) / (time.perf_counter() - started)
 
 
@@ -123,68 +119,105 @@ def short_vs_long(model_dir: Path, n_windows: int, device: str, tmp: Path) -> di
     return out
 
 
-def agreement(model_dir: Path, windows, device: str) -> dict:
-    fp32 = local.LocalClassifier(str(model_dir), device, "float32").classify(windows)
-    low = "bfloat16"
-    other = local.LocalClassifier(str(model_dir), device, low).classify(windows)
-    interest = [0, 1, 2, 137, 74]  # a handful of labels of interest
-    def labels(scores):
-        picked = scores[:, interest]
-        return np.where(picked.max(axis=1) >= 0.2, picked.argmax(axis=1), -1)
-    return {"windows": len(windows), "max_abs_score_diff": float(np.abs(fp32 - other).max()),
-            "top1_agreement_all_classes": float((fp32.argmax(1) == other.argmax(1)).mean()),
-            "label_agreement_5_labels": float((labels(fp32) == labels(other)).mean())}
-
-
 def feature_check(windows) -> float:
     fe = ASTFeatureExtractor()
     reference = fe(windows, sampling_rate=16000, return_tensors="np")["input_values"]
     return float(np.abs(local.TorchFbank(fe, "cpu")(windows).numpy() - reference).max())
 
 
+def machine() -> dict:
+    """What decides the speed: CPU model string, the flags that matter, threads, the load meanwhile."""
+    cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    return {"cpu": model, "flags": {f: f in flags for f in CPU_FLAGS}, "threads": local.available_cpus(),
+            "torch": torch.__version__, "load_average_1min_at_start": os.getloadavg()[0]}
+
+
+def fp32_ceiling(repeats: int = 5) -> dict:
+    """The host's fp32 matmul rate (AST's MLP shape) and the windows/s it allows at AST's GFLOP per window."""
+    a, b = torch.randn(1024, 768), torch.randn(768, 3072)
+    a @ b  # warm up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        best = min(best, (time.perf_counter() - started) / 10)
+    gflops = 2 * 1024 * 768 * 3072 / best / 1e9
+    return {"matmul_gflop_per_s": gflops, "ast_gflop_per_window": AST_GFLOP_PER_WINDOW,
+            "ceiling_windows_per_s": gflops / AST_GFLOP_PER_WINDOW}
+
+
+def convert_int8(model_dir: Path) -> dict:
+    """The block's conversion command on the full-size model: its time and the converted model's size."""
+    started = time.perf_counter()
+    code = int8.main([str(model_dir)])
+    assert code == 0, f"conversion exited {code}"
+    stored = next((model_dir / "int8").glob("*.onnx"))
+    return {"conversion_command_s": time.perf_counter() - started, "int8_model_mb": stored.stat().st_size / 1e6}
+
+
+def one_contender(name: str, model_dir: Path, n_windows: int, device: str) -> dict:
+    """Run in a child process: windows/s of one contender, and the child's peak RSS."""
+    if name == "bare_fp32":
+        result = {"windows": n_windows, "windows_per_s": bare_model(model_dir, make_windows(n_windows), device, 8)}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = block_end_to_end(model_dir, n_windows, name.split(":")[1], device, Path(tmp))
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM): ``ru_maxrss`` would also count the parent's memory at the fork."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+
+
+def in_child(name: str, model_dir: Path, n_windows: int, device: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", name, "--model-dir", str(model_dir), "--windows",
+                          str(n_windows), "--device", device], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--windows", type=int, default=16)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batches", default="1,4,8")
-    parser.add_argument("--repeat", type=int, default=2, help="runs of (a) and (c fp32); the best counts")
     parser.add_argument("--bf16-windows", type=int, default=None,
-                        help="windows for the bf16 runs (slow on CPUs without native bf16)")
+                        help="windows for the bf16 run (6x slower than fp32 on CPUs without native bf16)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--only-short-vs-long", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # a child process measuring one contender
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.only_short_vs_long:
-        with tempfile.TemporaryDirectory() as tmp:
-            model_dir = make_full_size_model(Path(tmp) / "ast-full")
-            emit(short_vs_long(model_dir, args.windows, args.device, Path(tmp)), args.out)
-        return
     torch.set_num_threads(local.available_cpus())
-    windows = make_windows(args.windows)
+    if args.one:
+        print(json.dumps(one_contender(args.one, Path(args.model_dir), args.windows, args.device)))
+        return
     with tempfile.TemporaryDirectory() as tmp:
+        os.environ[int8.CACHE_ENV] = str(Path(tmp) / "cache")
         model_dir = make_full_size_model(Path(tmp) / "ast-full")
-        results = {"machine": f"{platform.processor() or platform.machine()}, {local.available_cpus()} CPUs, "
-                              f"torch {torch.__version__}, device {args.device}, "
-                              f"native bf16: {local.cpu_has_native_bf16()}",
-                   "windows": args.windows}
-        results["feature_max_abs_diff"] = feature_check(windows[:8])
-        # This machine is shared and noisy: interleave repeats of the fp32 contenders, keep each one's best.
-        bare, block_runs = {}, []
-        for _ in range(args.repeat):
-            for b in map(int, args.batches.split(",")):
-                bare[b] = max(bare.get(b, 0.0), bare_model(model_dir, windows, args.device, b))
-            block_runs.append(block_end_to_end(model_dir, args.windows, "float32", args.device, Path(tmp)))
-        results["a_bare_fp32_by_batch"] = bare
-        best = max(bare.values())
-        results["b_naive_pipeline"] = naive_pipeline(model_dir, windows, args.device)
-        results["c_block_fp32"] = max(block_runs, key=lambda r: r["windows_per_s"])
-        bf16_windows = args.bf16_windows or args.windows
-        results["c_block_bf16"] = block_end_to_end(model_dir, bf16_windows, "bfloat16", args.device, Path(tmp))
-        results["bf16_vs_fp32"] = agreement(model_dir, windows[:bf16_windows], args.device)
-    results["ratios"] = {
-        "block_fp32_vs_bare": results["c_block_fp32"]["windows_per_s"] / best,
-        "block_bf16_vs_bare_fp32": results["c_block_bf16"]["windows_per_s"] / best,
-        "naive_pipeline_vs_bare": results["b_naive_pipeline"] / best,
-    }
+        if args.only_short_vs_long:
+            emit(short_vs_long(model_dir, args.windows, args.device, Path(tmp)), args.out)
+            return
+        results = {"machine": machine(), "windows": args.windows, "fp32_ceiling": fp32_ceiling(),
+                   "feature_max_abs_diff": feature_check(make_windows(8))}
+        results["int8_conversion"] = convert_int8(model_dir)  # stored beside the model: the int8 run finds it
+        runs = {}
+        for name in ("bare_fp32", "block:float32", "block:auto", "block:int8", "block:bfloat16"):
+            n = args.bf16_windows or args.windows if name == "block:bfloat16" else args.windows
+            runs[name] = in_child(name, model_dir, n, args.device)
+        results["runs"] = runs
+    bare = runs["bare_fp32"]["windows_per_s"]
+    results["ratios"] = {f"{name}_vs_bare_fp32": r["windows_per_s"] / bare for name, r in runs.items()}
+    results["ratios"]["block_auto_vs_block_fp32"] = runs["block:auto"]["windows_per_s"] / \
+        runs["block:float32"]["windows_per_s"]
+    results["ratios"]["block_int8_vs_block_fp32"] = runs["block:int8"]["windows_per_s"] / \
+        runs["block:float32"]["windows_per_s"]
+    results["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     emit(results, args.out)
 
 

@@ -90,6 +90,8 @@ def _build_remote(options: BackendOptions, labels_text: str,
     (so a label ranked low still gets its real score)."""
     from .remote import DEFAULT_HF_ENDPOINT, LabelListUnavailable, RemoteClassifier, fetch_model_files, model_labels
 
+    if options.dtype == "int8":  # Studio may pass a value stored before the user switched backend
+        log("WARNING: --dtype int8 applies to --backend local only; the endpoint runs its own precision")
     token = environ.get("HF_TOKEN") or environ.get("HF_API_KEY")
     if not token:
         log("WARNING: neither HF_TOKEN nor HF_API_KEY is set; inference requests carry no Authorization header "

@@ -3,9 +3,9 @@ computed in batches by torch, any other through its own feature extractor), devi
 hardware, precision from the hardware or (``--dtype auto`` on a CPU) measured, CPU threads from the
 container's quota; models the block cannot run faithfully are refused before any sample is read.
 
-May import: ``core``, ``audio``, ``models`` (and ``features``, ``hub``, ``precision`` beside it). torch and
-transformers are imported only inside functions, so importing this module stays cheap (``--backend
-remote`` and ``--help`` never load them).
+May import: ``core``, ``audio``, ``models`` (and ``features``, ``hub``, ``int8``, ``precision`` beside it).
+torch and transformers are imported only inside functions, so importing this module stays cheap
+(``--backend remote`` and ``--help`` never load them).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from ..models import check_classifier, model_input, score_function
 from .features import ExtractorFeatures, TorchFbank, batch_runs
 from .precision import BF16_FLAGS, choose_cpu_dtype, cpu_flags, rows_seen
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 REMOTE_CODE_REFUSED = ("it needs its repository's own Python code (trust_remote_code), which the block never runs; "
                        "choose a model that transformers runs without it")
 # torch's CPU allocator says "can't allocate memory" (errno 12 "Cannot allocate memory"); CUDA raises OutOfMemoryError.
@@ -55,6 +55,12 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
     decided after loading by measuring (``precision.choose_cpu_dtype``)."""
     import torch
 
+    if dtype == "int8":  # ONNX Runtime's CPU session; checked first, so the message names the real conflict
+        if device == "cuda":
+            raise ConfigError("--dtype int8 runs on the CPU only; use --device cpu (or auto), or a GPU precision")
+        if device == "auto" and torch.cuda.is_available():
+            log("--dtype int8 runs on the CPU, though a CUDA GPU is present (--dtype auto would use the GPU)")
+        return "cpu", "int8"
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -80,12 +86,13 @@ class LocalClassifier:
         source = model_source(model)  # before torch loads: no hub and no cached copy fails within seconds
         import torch
 
-        torch.set_num_threads(threads or available_cpus())
+        threads = threads or available_cpus()
+        torch.set_num_threads(threads)
         self.device, self.dtype_name = resolve_device_dtype(device, dtype)
         measuring, self.precision_note = self.dtype_name == "auto", ""  # the note says why auto chose, for the log
         self.dtype_name = "float32" if measuring else self.dtype_name  # measured against the loaded fp32 model
         self.name = f"the local model {model} on {self.device}"
-        self._torch_dtype = getattr(torch, self.dtype_name)
+        self._torch_dtype = torch.float32 if self.dtype_name == "int8" else getattr(torch, self.dtype_name)
         started = time.monotonic()
         self._extractor, self._model = _load_model(model, source, self._torch_dtype, self.device)
         id2label = self._model.config.id2label
@@ -94,19 +101,25 @@ class LocalClassifier:
         self.class_names = [id2label[i] for i in range(len(id2label))]
         self.batch_size = batch_size or (64 if self.device == "cuda" else 8)
         self.preferred_batch, self.parallel_groups = self.batch_size, 1  # torch already uses every core
+        self._int8 = self.int8_path = None
+        self._build_features()
+        if self.dtype_name == "int8":
+            self._int8 = self._int8_session(model, source, threads)
         self._try_a_window(model, measuring)
         if measuring:
             self._choose_cpu_precision(model, source)
         self.load_s = time.monotonic() - started
 
-    def _try_a_window(self, model: str, measuring: bool = False) -> None:
-        """The first call allocates: keep it out of labeling, and find a model that loads but cannot run.
-        When ``auto`` is to be measured, it also records the rows each linear layer sees (``precision``)."""
+    def _build_features(self) -> None:
         if type(self._extractor).__name__ == "ASTFeatureExtractor":
             self._features = TorchFbank(self._extractor, self.device, self._torch_dtype)
         else:
             self._features = ExtractorFeatures(self._extractor, self.model_input.heard_samples, self.device,
                                                self._torch_dtype)
+
+    def _try_a_window(self, model: str, measuring: bool = False) -> None:
+        """The first call allocates: keep it out of labeling, and find a model that loads but cannot run.
+        When ``auto`` is to be measured, it also records the rows each linear layer sees (``precision``)."""
         try:
             if not measuring:
                 self.classify([np.zeros(MODEL_RATE_HZ, dtype=np.float32)])
@@ -131,6 +144,7 @@ class LocalClassifier:
         self.dtype_name, self._torch_dtype = verdict.dtype, getattr(torch, verdict.dtype)
         self._model = None  # free the fp32 copy before the bf16 one loads
         self._extractor, self._model = _load_model(model, source, self._torch_dtype, self.device)
+        self._build_features()
         self._try_a_window(model)
 
     def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
@@ -173,10 +187,31 @@ class LocalClassifier:
         import torch
 
         with torch.inference_mode():
-            logits = self._model(**self._features.model_inputs(batch)).logits
-            logits = logits.float()
+            inputs = self._features.model_inputs(batch)
+            if self._int8 is not None:
+                logits = torch.from_numpy(self._int8.logits(inputs))
+            else:
+                logits = self._model(**inputs).logits.float()
             scores = logits.sigmoid() if self.score_function == "sigmoid" else logits.softmax(dim=-1)
             return scores.cpu().numpy()
+
+    def _int8_session(self, model: str, source: str, threads: int):
+        """The converted model's session (converting it first when no stored one fits these weights);
+        the torch model is dropped, so only the int8 one stays in memory."""
+        from .int8 import ExportFailed, Int8Session, converted_model, model_folder
+
+        sample = self._features.model_inputs([np.zeros(MODEL_RATE_HZ, dtype=np.float32)] * 2)  # batch 2: not fixed to 1
+        try:
+            self.int8_path, convert_s = converted_model(model_folder(source), self._model, sample)
+        except ExportFailed as exc:
+            raise ConfigError(f"--model {model}: --dtype int8 cannot convert it ({exc}); use --dtype float32 or "
+                              "bfloat16") from None
+        except ImportError as exc:
+            raise ConfigError(f"--dtype int8 needs {exc.name} (pip install -r requirements.txt)") from None
+        log(f"int8 model: converted in {convert_s:.1f} s, stored at {self.int8_path}" if convert_s else
+            f"int8 model: {self.int8_path}")
+        self._model = None
+        return Int8Session(self.int8_path, threads)
 
     def _free_memory(self) -> None:
         if self.device == "cuda":
@@ -188,6 +223,10 @@ class LocalClassifier:
 def _is_out_of_memory(exc: Exception) -> bool:
     import torch
 
+    if type(exc).__module__.startswith("onnxruntime"):  # --dtype int8: its own error texts
+        from .int8 import is_out_of_memory
+
+        return is_out_of_memory(exc)
     return isinstance(exc, torch.OutOfMemoryError) or (isinstance(exc, RuntimeError)
                                                        and _CPU_OOM_RE.search(str(exc)) is not None)
 

@@ -69,11 +69,15 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     return frozenset(flag for flag in KEY_FLAGS if re.search(rf"\b{flag}\b", cpuinfo))
 
 
-def cache_folder(environ: Mapping[str, str] = os.environ) -> str:
-    """Where verdicts are kept: ``$AST_LABELER_CACHE_DIR/precision``, else under the XDG cache folder."""
-    root = environ.get(CACHE_ENV) or os.path.join(
+def cache_root(environ: Mapping[str, str] = os.environ) -> str:
+    """The block's cache folder: ``$AST_LABELER_CACHE_DIR``, else ``ast-audio-labeler`` in the XDG cache folder."""
+    return environ.get(CACHE_ENV) or os.path.join(
         environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), CACHE_APP_FOLDER)
-    return os.path.join(root, VERDICTS_FOLDER)
+
+
+def cache_folder(environ: Mapping[str, str] = os.environ) -> str:
+    """Where verdicts are kept: ``precision`` in the block's cache folder."""
+    return os.path.join(cache_root(environ), VERDICTS_FOLDER)
 
 
 @contextmanager
