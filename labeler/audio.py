@@ -21,16 +21,19 @@ if TYPE_CHECKING:
 MODEL_RATE_HZ = 16_000
 # One 25 ms analysis frame: the shortest input a model server accepts.
 MODEL_FRAME_SAMPLES = 400
-# AST pads or cuts its fbank to 1024 frames, one every 10 ms: anything past 10.24 s is never heard.
+# AST's fbank frames start every 10 ms; it pads or cuts them to its extractor's max_length.
 MODEL_HOP_SAMPLES = 160
-MODEL_MAX_FRAMES = 1024
-MODEL_MAX_INPUT_MS = MODEL_MAX_FRAMES * MODEL_HOP_SAMPLES * 1000 // MODEL_RATE_HZ
-# The samples those frames read (10.255 s: the last frame's 25 ms reach past 10.24 s).
-MODEL_HEARD_SAMPLES = MODEL_FRAME_SAMPLES + (MODEL_MAX_FRAMES - 1) * MODEL_HOP_SAMPLES
 # A file is decoded, mixed down and resampled this many values (frames x channels) at a time, so
 # only its 16 kHz mono result is ever held whole: 30 s of 48 kHz mono, 5.8 MB as float32, whatever
 # the rate and channel count (a 1-hour 48 kHz stereo file read whole took ~3 GB).
 DECODE_BLOCK_VALUES = 1_440_000
+
+
+
+def fbank_heard_samples(frames: int) -> int:
+    """The 16 kHz samples ``frames`` fbank frames read: the last frame's 25 ms reach past its start
+    (1024 frames, the AudioSet AST: 164,080 samples, 10.255 s)."""
+    return MODEL_FRAME_SAMPLES + (frames - 1) * MODEL_HOP_SAMPLES
 
 
 class BadAudio(SampleError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .audio import MODEL_FRAME_SAMPLES, MODEL_HOP_SAMPLES, MODEL_RATE_HZ
+from .audio import MODEL_RATE_HZ, fbank_heard_samples
 from .core import ConfigError
 
 SCORE_FUNCTIONS = ("auto", "sigmoid", "softmax")
@@ -38,8 +38,12 @@ class ModelInput:
     def heard_ms(self) -> float:
         return self.heard_samples * 1000 / MODEL_RATE_HZ
 
+    def who_cuts(self) -> str:
+        """How a warning says who cuts a longer window short: the block's cap, or the model itself."""
+        return "the block sends the model" if self.capped else "the model only hears"
 
-AST_INPUT = ModelInput(MODEL_FRAME_SAMPLES + 1023 * MODEL_HOP_SAMPLES, capped=False)  # the AudioSet AST
+
+AST_INPUT = ModelInput(fbank_heard_samples(1024), capped=False)  # the AudioSet AST
 UNKNOWN_INPUT = ModelInput(UNLIMITED_MODEL_CAP_SAMPLES, capped=True)  # nothing could be read
 
 
@@ -57,7 +61,7 @@ def model_input(extractor: Mapping, model: str) -> ModelInput:
     kind = str(extractor.get("feature_extractor_type", ""))
     if kind == "ASTFeatureExtractor":
         frames = int(extractor.get("max_length", 1024))
-        return ModelInput(MODEL_FRAME_SAMPLES + (frames - 1) * MODEL_HOP_SAMPLES, capped=False)
+        return ModelInput(fbank_heard_samples(frames), capped=False)
     if kind == "WhisperFeatureExtractor" and extractor.get("n_samples"):
         return ModelInput(min(int(extractor["n_samples"]), UNLIMITED_MODEL_CAP_SAMPLES), capped=False)
     return UNKNOWN_INPUT

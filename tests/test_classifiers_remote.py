@@ -8,10 +8,12 @@ import pytest
 from audio import DOG_HZ, MUSIC_HZ, SPEECH_HZ, concat, silence, tone
 from conftest import HF_TOKEN
 from inference_emulator import LABELS, MODEL_ID
-from labeler.audio import MODEL_HEARD_SAMPLES
+from labeler.audio import fbank_heard_samples
 from labeler.classifiers.remote import HTTP_MAX_ATTEMPTS, LEARN_TOP_K, RemoteClassifier
 from labeler.core import AuthError, ConfigError, FatalInferenceError, InferenceError
 from studio_emulator import EmuSample
+
+AUDIOSET_HEARD_SAMPLES = fbank_heard_samples(1024)  # what the emulated AudioSet AST hears of a window
 
 
 def classifier(hf, token=HF_TOKEN, concurrency=4, max_wait_s=30.0):
@@ -200,14 +202,14 @@ def test_heard_samples_match_the_local_feature_window():
 
     from labeler.classifiers.local import TorchFbank
 
-    assert MODEL_HEARD_SAMPLES == TorchFbank(ASTFeatureExtractor(), "cpu").max_samples()
+    assert fbank_heard_samples(1024) == TorchFbank(ASTFeatureExtractor(), "cpu").max_samples() == 164_080
 
 
 def test_long_window_uploads_only_what_the_model_hears(hf):
-    heard = tone(MUSIC_HZ, MODEL_HEARD_SAMPLES / 16000, 16000)
+    heard = tone(MUSIC_HZ, AUDIOSET_HEARD_SAMPLES / 16000, 16000)
     long = concat(heard, tone(DOG_HZ, 50, 16000))  # whole, it would score as a dog
     scores = classifier(hf, concurrency=1).classify([heard, long])
-    assert [r["seconds"] for r in hf.state.requests] == [MODEL_HEARD_SAMPLES / 16000] * 2
+    assert [r["seconds"] for r in hf.state.requests] == [AUDIOSET_HEARD_SAMPLES / 16000] * 2
     assert hf.state.requests[0]["size"] == hf.state.requests[1]["size"]
     assert np.array_equal(scores[0], scores[1]) and scores[1, LABELS.index("Music")] == pytest.approx(0.9)
 
@@ -216,7 +218,7 @@ def test_whole_sample_window_uploads_only_what_the_model_hears(studio, hf, run_b
     studio.state.add(EmuSample(301, "long.wav", 16000, [concat(tone(DOG_HZ, 10.3, 16000), silence(50, 16000))]))
     result = run_block("--win-size-ms", "0")
     assert result.code == 0, result.out + result.err
-    assert max(r["seconds"] for r in hf.state.requests) == MODEL_HEARD_SAMPLES / 16000
+    assert max(r["seconds"] for r in hf.state.requests) == AUDIOSET_HEARD_SAMPLES / 16000
     assert studio.state.labels_of(301) == [{"startIndex": 0, "endIndex": 964_799, "label": "Dog"}]
 
 

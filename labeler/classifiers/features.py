@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..audio import MODEL_FRAME_SAMPLES, MODEL_HOP_SAMPLES, MODEL_RATE_HZ
+from ..audio import MODEL_FRAME_SAMPLES, MODEL_HOP_SAMPLES, MODEL_RATE_HZ, fbank_heard_samples
 
 # AST input: Kaldi-style log-mel fbank, 25 ms frames every 10 ms, padded or cut to max_length frames.
 FBANK_FRAME_LEN = MODEL_FRAME_SAMPLES
@@ -52,7 +52,7 @@ class TorchFbank:
         self.device, self.dtype = device, dtype or torch.float32
 
     def max_samples(self) -> int:
-        return FBANK_FRAME_LEN + (self.max_frames - 1) * FBANK_HOP
+        return fbank_heard_samples(self.max_frames)
 
     def model_inputs(self, windows: Sequence[np.ndarray]) -> dict:
         return {"input_values": self(windows).to(self.dtype)}
