@@ -15,7 +15,7 @@ import pytest
 
 import labeler.pipeline
 from labeler.core import InferenceError, LabelSpec, LoadedSample, SampleInfo, Settings
-from labeler.models import AST_INPUT
+from labeler.models import AST_INPUT, ModelInput
 from labeler.pipeline import Labeler, RunStopped
 
 RATE_HZ = 16000
@@ -358,8 +358,8 @@ def test_after_a_signal_observers_see_no_sample_once_finished():
                                           (True, "the block sends the model its first 30 s")])
 def test_a_whole_sample_longer_than_what_the_model_hears_is_warned_about(capsys, capped, says):
     whole = dataclasses.replace(SETTINGS, win_size_ms=0, win_stride_ms=1000)
-    heard_ms = 30_000 if capped else 1285
-    labeler.pipeline.plan_sample(0, sample(1, 0.0, seconds=heard_ms // 1000 + 1), whole, 0.0, heard_ms, capped)
-    assert f"longer than {heard_ms / 1000:g} s; with --win-size-ms 0 {says}" in capsys.readouterr().out
-    labeler.pipeline.plan_sample(0, sample(2, 0.0, seconds=1), whole, 0.0, heard_ms, capped)
+    heard = ModelInput(480_000, capped=True) if capped else ModelInput(20_560, capped=False)  # 30 s, 1.285 s
+    labeler.pipeline.plan_sample(0, sample(1, 0.0, seconds=heard.heard_ms // 1000 + 1), whole, 0.0, heard)
+    assert f"longer than {heard.heard_ms / 1000:g} s; with --win-size-ms 0 {says}" in capsys.readouterr().out
+    labeler.pipeline.plan_sample(0, sample(2, 0.0, seconds=1), whole, 0.0, heard)
     assert "WARNING" not in capsys.readouterr().out  # exactly what the model hears: nothing is lost

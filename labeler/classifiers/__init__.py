@@ -160,5 +160,4 @@ def warn_if_windows_are_longer_than_heard(win_size_ms: int, classifier: Classifi
     if win_size_ms > heard.heard_ms:
         why = "the block's cap for models with no known length limit" if heard.capped else "the model's input"
         log(f"WARNING: --win-size-ms {win_size_ms} is longer than {heard.heard_ms:g} ms, {why}; "
-            f"{'the block sends the model' if heard.capped else 'the model only hears'} the first "
-            f"{heard.heard_ms / 1000:g} s of each window")
+            f"{heard.who_cuts()} the first {heard.heard_ms / 1000:g} s of each window")

@@ -14,7 +14,7 @@ keep Studio busy. Memory is bounded by audio, not by sample count: the seconds o
 between download and labeling are capped (``PREFETCH_AUDIO_S``), and samples are taken in the
 order their downloads finish, so a long sample never blocks the short ones behind it.
 
-May import: ``core``, ``audio``, ``timeline``, ``classifiers`` (the protocol). Targets (Studio, a
+May import: ``core``, ``audio``, ``timeline``, ``models``, ``classifiers`` (the protocol). Targets (Studio, a
 folder) and observers (report, plots) arrive as objects; this module never builds them.
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +34,7 @@ from ..audio import window_audio
 from ..classifiers import Classifier
 from ..core import (AlreadyLabeled, BlockError, ConfigError, FatalInferenceError, InferenceError, LoadedSample,
                    SampleError, SampleInfo, SampleOutcome, Settings, log, plural)
+from ..models import ModelInput
 from ..timeline import Labeling, Window, class_index, label_sample, plan_windows, step_ix
 from .parts import (STOPPED, AudioBudget, CircuitBreaker, Progress, SignalStop, Tally, Writer, audio_seconds,
                     call_failures, describe, one_line)
@@ -99,14 +99,12 @@ class PlannedSample:
 
 
 def plan_sample(position: int, sample: LoadedSample, settings: Settings, started: float,
-                heard_ms: float = math.inf, capped: bool = False) -> PlannedSample:
-    """The sample's windows; ``heard_ms`` is how much of a window the model hears (for the warning),
-    ``capped`` says the block's cap decides that, not the model."""
+                heard: ModelInput | None = None) -> PlannedSample:
+    """The sample's windows; ``heard`` (how much of a window the model hears) is for the warning."""
     info = sample.info
-    if settings.win_size_ms == 0 and info.values_count / info.frequency_hz * 1000 > heard_ms:
-        log(f"WARNING: sample {info.sample_id} is longer than {heard_ms / 1000:g} s; with "
-            f"--win-size-ms 0 {'the block sends the model' if capped else 'the model only hears'} its first "
-            f"{heard_ms / 1000:g} s")
+    if settings.win_size_ms == 0 and heard and info.values_count / info.frequency_hz * 1000 > heard.heard_ms:
+        log(f"WARNING: sample {info.sample_id} is longer than {heard.heard_ms / 1000:g} s; with "
+            f"--win-size-ms 0 {heard.who_cuts()} its first {heard.heard_ms / 1000:g} s")
     windows = plan_windows(info.values_count, info.frequency_hz, settings.win_size_ms, settings.win_stride_ms)
     return PlannedSample(position, sample, windows, started)
 
@@ -334,7 +332,7 @@ class Labeler:
             return None
         try:
             planned = plan_sample(position, sample, self.settings, time.monotonic(),
-                                  self.classifier.model_input.heard_ms, self.classifier.model_input.capped)
+                                  self.classifier.model_input)
         except Exception as exc:  # noqa: BLE001 - one odd sample must not end the run
             self.audio.release(audio_seconds(info))
             self._fail(position, sample_id, info.name, f"planning failed: {describe(exc)}")
