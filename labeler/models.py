@@ -105,7 +105,8 @@ def apply_score_function(logits: np.ndarray, function: str) -> np.ndarray:
     """Scores from logits (windows, classes) as float32: ``sigmoid``, ``softmax`` over each row, or ``none``."""
     logits = np.asarray(logits, dtype=np.float32)
     if function == "sigmoid":
-        return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)  # no overflow for large |logits|
+        small = np.exp(-np.abs(logits.astype(np.float64)))  # never overflows, and keeps tiny scores above 0
+        return np.where(logits >= 0, 1.0 / (1.0 + small), small / (1.0 + small)).astype(np.float32)
     if function == "softmax":
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
         return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)

@@ -1,10 +1,11 @@
 """What a model is, read from its own files: how much a window of it hears, how its scores are read,
 and which models the block refuses."""
 
+import numpy as np
 import pytest
 
 from labeler.core import ConfigError, LabelSpec, Settings
-from labeler.models import (AST_INPUT, UNLIMITED_MODEL_CAP_SAMPLES, ModelInput, model_input,
+from labeler.models import (AST_INPUT, UNLIMITED_MODEL_CAP_SAMPLES, ModelInput, apply_score_function, model_input,
                             score_function)
 
 AST = ["ASTForAudioClassification"]
@@ -76,3 +77,26 @@ def test_softmax_scores_are_part_of_the_fingerprint():
     settings = Settings(SPECS, "other", 2000, 2000, 0.2, "MIT/ast-finetuned-audioset-10-10-0.4593",
                         score_function="softmax")
     assert settings.fingerprint() == FINGERPRINT_1_0_0[:-1] + ',"score":"softmax"}'
+
+
+# --- scores from logits (both backends and the server) ------------------------------------------
+
+def test_sigmoid_of_large_logits_neither_overflows_nor_leaves_zero_to_one():
+    scores = apply_score_function(np.array([[-1000.0, -20.0, 0.0, 20.0, 1000.0]]), "sigmoid")[0]
+    assert scores[2] == 0.5 and scores[0] == 0.0 and scores[-1] == 1.0
+    assert scores[1] == pytest.approx(2.0611537e-09, rel=1e-6)  # not rounded to 0 on the way
+
+
+def test_softmax_sums_to_one_per_row_and_keeps_rows_apart():
+    logits = np.array([[1.0, 2.0, 3.0], [800.0, 800.0, 0.0]])  # a row that would overflow exp() unshifted
+    scores = apply_score_function(logits, "softmax")
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(scores[1], [0.5, 0.5, 0.0], atol=1e-7)
+    assert scores[0].argmax() == 2
+
+
+def test_none_returns_the_logits_and_an_unknown_function_is_refused():
+    logits = np.array([[1.5, -2.0]], np.float32)
+    np.testing.assert_array_equal(apply_score_function(logits, "none"), logits)
+    with pytest.raises(ValueError, match="unknown score function 'relu'"):
+        apply_score_function(logits, "relu")
