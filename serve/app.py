@@ -10,7 +10,7 @@ returns). With ``SERVE_TOKEN`` set in the replicas' environment, ``POST /`` need
 ``build_app`` is what ``python -m serve`` runs; ``build`` is the import path for Serve config files
 (``import_path: serve.app:build`` with the options as ``args``).
 
-May import: ``serve.protocol``, ``labeler`` (its ``classifiers.local`` inside the replica), ray, starlette.
+May import: ``serve.protocol``, ``serve.batching``, ``labeler`` (its ``classifiers.local`` inside the replica), ray, starlette.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse
 from labeler.core import ConfigError, InferenceError
 from labeler.models import SCORE_FUNCTIONS
 
+from .batching import Batcher
 from .protocol import DEFAULT_MAX_BODY_BYTES, BadRequest, ClassifyRequest, answer, parse_request
 
 APP_NAME = "audio-labeler"
@@ -114,8 +115,9 @@ class WindowFailed:
 
 
 class AudioClassifierServer:
-    """One replica: the model, loaded once; requests decoded on the event loop's executor, batched by
-    ``@serve.batch``, and run in one inference thread, so /health answers while a batch runs."""
+    """One replica: the model, loaded once; requests decoded in worker threads, batched by ``Batcher``
+    (a batch forms when the model is free), and run in one inference thread, so /health answers while
+    a batch runs."""
 
     def __init__(self, options: ServerOptions):
         from labeler.classifiers.local import LocalClassifier
@@ -127,8 +129,7 @@ class AudioClassifierServer:
         self._options, self._token = options, os.environ.get(TOKEN_ENV) or None
         self._classes = list(self._engine.class_names)
         self._inference = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._classify_batch.set_max_batch_size(options.batch_size)
-        self._classify_batch.set_batch_wait_timeout_s(options.batch_wait_ms / 1000)
+        self._batcher = Batcher(self._classify_batch, options.batch_size, options.batch_wait_ms / 1000)
         logger.info(f"loaded {options.model} on {self._engine.device} ({self._engine.dtype_name}, "
                     f"{len(self._classes)} classes, {self._engine.score_function} by default, batch "
                     f"{options.batch_size}, {replica_threads(options.threads)} threads) in "
@@ -151,12 +152,11 @@ class AudioClassifierServer:
         except BadRequest as exc:
             return error(exc.status, str(exc))
         heard = self._engine.model_input.heard_samples
-        result = await self._classify_batch(ClassifyRequest(parsed.audio[:heard], parsed.top_k, parsed.function))
+        result = await self._batcher.submit(ClassifyRequest(parsed.audio[:heard], parsed.top_k, parsed.function))
         if isinstance(result, WindowFailed):
             return error(result.status, result.message)
         return JSONResponse(result)
 
-    @serve.batch(max_batch_size=CPU_BATCH, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_MS / 1000)
     async def _classify_batch(self, requests: list[ClassifyRequest]) -> list[list[dict] | WindowFailed]:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
