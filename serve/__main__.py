@@ -100,10 +100,12 @@ def warn_if_exposed(host: str, token: str | None) -> None:
 
 
 def check_model(model: str) -> None:
-    """Before Ray starts: a folder that is missing, or a hub id with no hub and no cached copy, fails in seconds."""
-    from labeler.classifiers.local import model_source
+    """Before Ray starts, from the model's config and extractor (not its weights): a missing folder, a
+    hub id with no hub and no cached copy, or a model the block refuses fails in seconds, in one line
+    (a replica's own failure reaches this process only as Ray's wrapped text)."""
+    from labeler.classifiers.local import check_model_files
 
-    model_source(model)
+    check_model_files(model)
 
 
 def wait_until_healthy(url: str, stop: threading.Event) -> bool:
@@ -126,6 +128,14 @@ def deploy_problem(exc: BaseException) -> str:
     return found[-1].strip() if found else (text.strip().splitlines() or [type(exc).__name__])[-1][:300]
 
 
+def join_problem(address: str, exc: ConnectionError) -> str:
+    cause = exc.__cause__
+    hint = ("; the cluster uses token authentication: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to its token"
+            if cause is not None and "Authentication" in type(cause).__name__ else
+            "; check the address (ray status prints it on the head node)")
+    return f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0][:200]}){hint}"
+
+
 def run(args: argparse.Namespace, stop: threading.Event) -> int:
     import ray
     from ray import serve
@@ -134,8 +144,11 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
 
     options = server_options(args)
     cpus_each = args.num_cpus or max(1.0, float(_machine_cpus() // args.replicas))
-    ray.init(address=args.address or None, num_cpus=None if args.address else _machine_cpus(),
-             include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+    try:
+        ray.init(address=args.address or None, num_cpus=None if args.address else _machine_cpus(),
+                 include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+    except ConnectionError as exc:  # only when joining: a local start has nothing to connect to
+        raise ConfigError(join_problem(args.address, exc)) from None
     install_stop_handlers(stop)  # again: Ray's core worker replaced them with its own, which exits at once
     try:
         serve.start(http_options={"host": args.host, "port": args.port}, logging_config={"encoding": "TEXT"})

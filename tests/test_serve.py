@@ -14,8 +14,10 @@ import io
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -31,7 +33,7 @@ from labeler.audio import encode_audio_16k
 from labeler.classifiers import BackendOptions, build_classifier
 from labeler.classifiers.local import LocalClassifier
 from labeler.models import apply_score_function
-from serve_server import ServeProcess, alive, command_line, free_port
+from serve_server import ServeProcess, alive, children_of, command_line, free_port
 from studio_emulator import EmuSample
 from tiny_models import LABELS, label_maps, make_tiny_ctc
 
@@ -344,26 +346,33 @@ def test_without_serve_token_it_warns_that_requests_need_no_token(trained_ast):
         server.kill()
 
 
-def test_a_joined_cluster_keeps_running_when_the_server_stops(trained_ast, tmp_path):
+def test_a_joined_cluster_keeps_running_when_the_server_stops(trained_ast):
+    temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's socket paths must stay short
     port = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+    # Token auth on, as a cluster of Ray 2.60 has it by default; the server reads the same token file.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "token"}
     ray_cli = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
     subprocess.run(ray_cli + ["start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                              f"--temp-dir={tmp_path / 'ray'}"], env=env, check=True, capture_output=True,
-                   timeout=120)
+                              f"--temp-dir={temp_dir}"], env=env, check=True, capture_output=True, timeout=120)
+    daemons = {pid for pid in all_pids() if temp_dir in command_line(pid)}  # gcs_server, raylet, ...
     try:
-        cluster = {pid for pid in all_pids() if f"{port}" in command_line(pid) or str(tmp_path) in command_line(pid)}
-        assert cluster
-        server = ServeProcess(trained_ast.path, "--dtype", "float32", "--address", f"127.0.0.1:{port}")
+        assert daemons
+        server = ServeProcess(trained_ast.path, "--dtype", "float32", "--address", f"127.0.0.1:{port}",
+                              env={"RAY_AUTH_MODE": "token"})
         try:
             server.start()
             took, _ = server.stop(signal.SIGTERM)
             assert server.proc.returncode == 0 and took <= STOP_LIMIT_S
         finally:
             server.kill()
-        assert all(alive(pid) for pid in cluster)
-    finally:
-        subprocess.run(ray_cli + ["stop", "--force"], env=env, capture_output=True, timeout=120)
+        assert all(alive(pid) for pid in daemons)
+    finally:  # never `ray stop`: it stops every Ray cluster on the machine
+        for pid in daemons | {child for pid in daemons for child in children_of(pid)}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def all_pids() -> list[int]:

@@ -253,6 +253,22 @@ def model_source(model: str) -> str:
     return os.path.expanduser(model) if looks_local else locate(model)
 
 
+def check_model_files(model: str) -> None:
+    """Every refusal ``LocalClassifier`` would make from the model's config and feature extractor,
+    without loading its weights (a server checks before it starts replicas); ConfigError as there."""
+    from transformers import AutoConfig
+
+    source = model_source(model)
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        extractor, _ = _from_pretrained(source, None, weights=False)
+    except Exception as exc:  # noqa: BLE001 - as _load_model: a corrupt file raises anything
+        raise ConfigError(f"--model {model}: cannot load it as an audio classifier: {_load_problem(exc)}") from None
+    _refuse_what_cannot_run(model, extractor, config)
+    model_input(extractor.to_dict(), model)
+    score_function("auto", config.to_dict(), model)
+
+
 def _load_model(model: str, path: str, dtype, device: str):
     """Load the feature extractor and model from ``path``; every failure becomes a one-line ConfigError."""
     from transformers.utils import logging as hf_logging
@@ -274,12 +290,14 @@ def _load_model(model: str, path: str, dtype, device: str):
     return extractor, network.to(device).eval()
 
 
-def _from_pretrained(path: str, dtype):
+def _from_pretrained(path: str, dtype, weights: bool = True):
     from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
     with warnings.catch_warnings():  # the reference mel table has empty filters by design
         warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
         extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=False)  # never run hub code
+    if not weights:
+        return extractor, None
     return extractor, AutoModelForAudioClassification.from_pretrained(path, dtype=dtype, trust_remote_code=False)
 
 
