@@ -1,8 +1,10 @@
-"""The Docker image as Studio runs it: the container labels the emulated project like the script does.
+"""The Docker images: the block's as Studio runs it (the container labels the emulated project like the
+script does), and the Ray Serve server's (it answers /health and a window, with its token enforced).
 
-Needs an image built from the Dockerfile, named in BLOCK_IMAGE (``.ci/run`` builds one with podman
-and ``BAKE_MODEL=0``; a tiny model is mounted instead of the baked-in weights). The container
-reaches the emulators on 127.0.0.1 through ``--network host``.
+Needs images built from the Dockerfiles, named in BLOCK_IMAGE and SERVE_IMAGE (``.ci/run`` builds both
+with podman; ``BAKE_MODEL=0`` for the block's: a tiny model is mounted instead of the baked-in weights).
+Each test skips while its image is unset. The containers reach the emulators and the test reaches the
+server on 127.0.0.1 through ``--network host``.
 """
 
 import json
@@ -15,9 +17,12 @@ import pytest
 from conftest import HF_TOKEN, STUDIO_KEY, standard_samples
 
 IMAGE = os.environ.get("BLOCK_IMAGE")
+SERVE_IMAGE = os.environ.get("SERVE_IMAGE")
 ENGINE = os.environ.get("CONTAINER_ENGINE", "podman")
 
-pytestmark = pytest.mark.skipif(not IMAGE, reason="BLOCK_IMAGE is not set: build the image first (see .ci/run)")
+needs_block_image = pytest.mark.skipif(not IMAGE, reason="BLOCK_IMAGE is not set: build the image first (see .ci/run)")
+needs_serve_image = pytest.mark.skipif(not SERVE_IMAGE, reason="SERVE_IMAGE is not set: build serve/Dockerfile "
+                                                               "first (see .ci/run)")
 
 LABELS = "Speech\\nMusic\\nDog (doggo)\\nBark (bark, 0.45)"
 
@@ -54,6 +59,7 @@ def reset(studio):
         studio.state.add(sample)
 
 
+@needs_block_image
 def test_container_local_backend_apply_matches_the_script(studio, hf, run_block, shared_dir, dog_model):
     reset(studio)
     proc = docker_run(shared_dir, ["--audioset-labels", LABELS, "--model", "/data/model", "--win-size-ms", "1000"],
@@ -69,6 +75,7 @@ def test_container_local_backend_apply_matches_the_script(studio, hf, run_block,
     assert labels_of(studio) == in_container
 
 
+@needs_block_image
 def test_container_remote_backend_preview_matches_the_script(studio, hf, run_block, shared_dir):
     reset(studio)
     proc = docker_run(shared_dir, ["--audioset-labels", LABELS, "--backend", "remote", "--inference-url", hf.url,
@@ -86,6 +93,7 @@ def test_container_remote_backend_preview_matches_the_script(studio, hf, run_blo
     assert studio.state.proposals == in_container
 
 
+@needs_block_image
 def test_container_bad_input_exits_2_with_one_line(studio, shared_dir):
     proc = docker_run(shared_dir, ["--audioset-labels", "Speech", "--win-size-ms", "-1"],
                       {"EI_PROJECT_API_KEY": STUDIO_KEY, "EI_API_ENDPOINT": studio.endpoint})
@@ -93,6 +101,7 @@ def test_container_bad_input_exits_2_with_one_line(studio, shared_dir):
     assert "--win-size-ms -1 is out of range" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@needs_block_image
 def test_container_stop_ends_the_run_with_a_summary_within_the_grace(studio, hf, tmp_path):
     """`docker stop` (a cancelled Studio job) sends SIGTERM to the block, which runs as PID 1 there."""
     import time
@@ -128,3 +137,42 @@ def test_container_stop_ends_the_run_with_a_summary_within_the_grace(studio, hf,
     assert 2 <= len(done) < 30 and f"Done: {len(done)} of 30 samples labeled" in out and "Traceback" not in out
     for sid in studio.state.samples:
         assert sid in done or not [w for w in studio.state.writes if w.sample_id == sid], f"{sid} half-written"
+
+
+SERVE_TOKEN = "serve_secretTokenValue1234567890"
+SERVE_READY_TIMEOUT_S = 180.0  # Ray starting inside the container, then the replica loading the model
+SERVE_STOP_GRACE_S = 15  # `podman stop` sends SIGTERM, then SIGKILL after this long
+
+
+@needs_serve_image
+def test_server_image_answers_a_window_with_its_token_and_refuses_one_without(shared_dir, tmp_path):
+    """The README's `docker run` of the server: the image's entrypoint with --model and a later --port."""
+    from serve_client import free_port, post_window, wait_until_healthy
+
+    port, name = free_port(), f"ast-serve-test-{os.getpid()}"
+    url = f"http://127.0.0.1:{port}/"
+    env = {"SERVE_TOKEN": SERVE_TOKEN, "HF_HUB_OFFLINE": "1"}
+    command = [ENGINE, "run", "--rm", "--name", name, "--network", "host", "--memory", "4g", "--shm-size", "2g",
+               "-v", f"{shared_dir}:/data:ro", *[arg for key in env for arg in ("-e", key)],
+               SERVE_IMAGE, "--model", "/data/model", "--port", str(port)]
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        healthy = wait_until_healthy(url, lambda: proc.poll() is None, SERVE_READY_TIMEOUT_S)
+        with_token = post_window(url, SERVE_TOKEN) if healthy else None
+        without_token = post_window(url) if healthy else None
+    finally:
+        subprocess.run([ENGINE, "stop", "--time", str(SERVE_STOP_GRACE_S), name], capture_output=True, timeout=120)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            subprocess.run([ENGINE, "rm", "-f", name], capture_output=True, timeout=60)
+            proc.kill()
+    output = log.read_text()
+    assert healthy, f"no /health 200 within {SERVE_READY_TIMEOUT_S:g} s:\n{output[-3000:]}"
+    status, answer = with_token
+    assert status == 200 and answer[0]["label"] == "Dog", answer
+    assert without_token[0] == 401
+    assert proc.returncode == 0, f"exit {proc.returncode} on SIGTERM:\n{output[-3000:]}"
+    assert SERVE_TOKEN not in output and "Traceback" not in output
