@@ -129,3 +129,35 @@ def test_remote_backend_run_imports_neither_torch_nor_transformers(project, hf, 
     assert result["code"] == 0
     assert "torch" not in result["heavy"] and "transformers" not in result["heavy"]
     assert all(s.structured_labels for s in project.state.samples.values())  # it really labeled
+
+
+# --- serve/: a separate deployable on top of labeler --------------------------------------------
+
+SERVE = ROOT / "serve"
+# Pure modules of the server: testable and importable without Ray (or torch).
+SERVE_PURE = ("protocol.py", "batching.py")
+
+
+def imported_top_levels(path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module.split(".")[0] for node in ast.walk(tree)
+              if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    return names
+
+
+@pytest.mark.parametrize("path", package_modules() + [ROOT / "transform.py"], ids=lambda p: p.name)
+def test_the_block_never_imports_the_server(path):
+    assert "serve" not in imported_top_levels(path)
+
+
+@pytest.mark.parametrize("name", SERVE_PURE)
+def test_the_servers_pure_modules_import_neither_ray_nor_torch(name):
+    assert not imported_top_levels(SERVE / name) & {"ray", "torch", "transformers", "starlette"}
+
+
+@pytest.mark.parametrize("path", sorted(SERVE.glob("*.py")), ids=lambda p: p.name)
+def test_server_modules_stay_small_and_say_what_they_may_import(path):
+    assert len(path.read_text().splitlines()) <= MAX_MODULE_LINES
+    if path.name != "__init__.py":
+        assert "May import" in ast.get_docstring(ast.parse(path.read_text()))
