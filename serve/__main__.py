@@ -128,6 +128,18 @@ def deploy_problem(exc: BaseException) -> str:
     return found[-1].strip() if found else (text.strip().splitlines() or [type(exc).__name__])[-1][:300]
 
 
+def replica_cpus(args: argparse.Namespace, machine_cpus: int) -> float:
+    """CPUs per replica: as asked, else this machine's shared by the replicas. On a cluster this process
+    starts, replicas that need more CPUs than the machine has would never be placed (the start would
+    hang), so that is refused; a joined cluster may have more nodes, and Ray places them there."""
+    each = args.num_cpus or max(1.0, float(machine_cpus // args.replicas))
+    if not args.address and each * args.replicas > machine_cpus:
+        raise ConfigError(f"--replicas {args.replicas} with --num-cpus {each:g} each need {each * args.replicas:g} "
+                          f"CPUs, and this machine has {machine_cpus}; lower them, or join a larger cluster "
+                          "with --address")
+    return each
+
+
 def join_problem(address: str, exc: ConnectionError) -> str:
     cause = exc.__cause__
     hint = ("; the cluster uses token authentication: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to its token"
@@ -143,7 +155,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
     from .app import APP_NAME, build_app
 
     options = server_options(args)
-    cpus_each = args.num_cpus or max(1.0, float(_machine_cpus() // args.replicas))
+    cpus_each = replica_cpus(args, _machine_cpus())
     try:
         ray.init(address=args.address or None, num_cpus=None if args.address else _machine_cpus(),
                  include_dashboard=False, logging_level="WARNING", log_to_driver=True)

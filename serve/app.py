@@ -29,7 +29,7 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from labeler.core import ConfigError, InferenceError
+from labeler.core import ConfigError, InferenceError, plural
 from labeler.models import SCORE_FUNCTIONS
 
 from .batching import Batcher
@@ -132,7 +132,7 @@ class AudioClassifierServer:
         self._batcher = Batcher(self._classify_batch, options.batch_size, options.batch_wait_ms / 1000)
         logger.info(f"loaded {options.model} on {self._engine.device} ({self._engine.dtype_name}, "
                     f"{len(self._classes)} classes, {self._engine.score_function} by default, batch "
-                    f"{options.batch_size}, {replica_threads(options.threads)} threads) in "
+                    f"{options.batch_size}, {plural(replica_threads(options.threads), 'thread')}) in "
                     f"{time.monotonic() - started:.1f} s; auth {'on' if self._token else 'off'}")
 
     async def __call__(self, request: Request) -> JSONResponse:

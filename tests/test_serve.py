@@ -285,6 +285,8 @@ def test_a_killed_replica_is_replaced_and_the_run_loses_nothing(trained_ast, stu
         server.start()
         first = server.replica_pids()
         assert len(first) == 2
+        loaded = [line.text for line in server.snapshot() if "loaded " in line.text]
+        assert len(loaded) == 2 and all("batch 8, 1 thread)" in line for line in loaded)  # its num_cpus, not the machine's
         killed: dict = {}
         since = time.monotonic()
 
@@ -404,3 +406,13 @@ def test_a_bad_flag_exits_2_naming_it(flag, value, says):
     proc = subprocess.run([sys.executable, "-m", "serve", "--model", "x", flag, value], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and says in proc.stderr
+
+
+def test_replicas_that_cannot_fit_this_machine_exit_2_before_ray_starts(trained_ast):
+    proc = subprocess.run([sys.executable, "-m", "serve", "--model", str(trained_ast.path), "--replicas", "64",
+                           "--num-cpus", "1024"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("ERROR: --replicas 64 with --num-cpus 1024 each need "
+                                                           "65536 CPUs, and this machine has ")
+    assert "Ray" not in proc.stderr  # nothing of a cluster started: Ray logs its start
