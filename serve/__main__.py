@@ -5,7 +5,7 @@ Starts a local Ray cluster (or joins one with ``--address``), deploys the applic
 removes the application and stops every Ray process it started (a joined cluster keeps running).
 Point the block at it with ``--backend remote --inference-url http://HOST:PORT/``.
 
-May import: ``serve.app``, ``serve.protocol``, ``labeler`` (core, classifiers.local's model check), ray.
+May import: ``serve.options``, ``serve.protocol``, ``serve.app`` (with Ray, inside ``run``), ``labeler`` (core, classifiers.local's model check), ray.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ def _number(name: str, low: float, high: float):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    from .app import DEFAULT_BATCH_WAIT_MS, DEVICES, DTYPES
-    from .protocol import DEFAULT_MAX_BODY_BYTES
-
     from labeler.models import SCORE_FUNCTIONS
+
+    from .options import DEFAULT_BATCH_WAIT_MS, DEVICES, DTYPES, MAX_BATCH_WAIT_MS
+    from .protocol import DEFAULT_MAX_BODY_BYTES
 
     p = argparse.ArgumentParser(prog="python -m serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="Hugging Face model id or model folder (any audio classifier)")
@@ -68,7 +68,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--device", choices=DEVICES, default="auto", help="as the block's --device")
     p.add_argument("--batch-size", type=_whole("--batch-size", 0, 1024), default=0,
                    help="most windows per forward pass, gathered across requests (0: 8 on a CPU, 64 with a GPU)")
-    p.add_argument("--batch-wait-ms", type=_number("--batch-wait-ms", 0, 10_000), default=DEFAULT_BATCH_WAIT_MS,
+    p.add_argument("--batch-wait-ms", type=_number("--batch-wait-ms", 0, MAX_BATCH_WAIT_MS), default=DEFAULT_BATCH_WAIT_MS,
                    help="how long a batch waits for more windows after its first")
     p.add_argument("--threads", type=_whole("--threads", 0, 1024), default=0,
                    help="inference threads per replica (0: its --num-cpus)")
@@ -85,7 +85,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def server_options(args: argparse.Namespace):
-    from .app import CPU_BATCH, GPU_BATCH, ServerOptions
+    from .options import CPU_BATCH, GPU_BATCH, ServerOptions
 
     batch = args.batch_size or (GPU_BATCH if args.num_gpus else CPU_BATCH)
     return ServerOptions(args.model, args.dtype, args.device, batch, args.batch_wait_ms, args.threads,
@@ -215,8 +215,11 @@ def _machine_cpus() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    # Read by Ray when it is imported (in ``run``). Ray folds lines of one pattern from several processes
+    # into one "[repeated Nx]": every replica's batch lines are wanted, each in its place.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     # Replicas import serve.app and labeler: the workers Ray starts here inherit this path.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
     token = os.environ.get("SERVE_TOKEN") or None

@@ -10,7 +10,7 @@ returns). With ``SERVE_TOKEN`` set in the replicas' environment, ``POST /`` need
 ``build_app`` is what ``python -m serve`` runs; ``build`` is the import path for Serve config files
 (``import_path: serve.app:build`` with the options as ``args``).
 
-May import: ``serve.protocol``, ``serve.batching``, ``labeler`` (its ``classifiers.local`` inside the replica), ray, starlette.
+May import: ``serve.options``, ``serve.protocol``, ``serve.batching``, ``labeler`` (its ``classifiers.local`` inside the replica), ray, starlette.
 """
 
 from __future__ import annotations
@@ -23,62 +23,22 @@ import os
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from labeler.core import ConfigError, InferenceError, plural
-from labeler.models import SCORE_FUNCTIONS
+from labeler.core import InferenceError, plural
 
 from .batching import Batcher
-from .protocol import DEFAULT_MAX_BODY_BYTES, BadRequest, ClassifyRequest, answer, parse_request
+from .options import ServerOptions, check_options, ongoing_requests_for, options_from_args
+from .protocol import BadRequest, ClassifyRequest, answer, parse_request
 
 APP_NAME = "audio-labeler"
 TOKEN_ENV = "SERVE_TOKEN"
-DEFAULT_BATCH_WAIT_MS = 10.0  # a batch waits this long for more windows once its first one arrives
-CPU_BATCH, GPU_BATCH = 8, 64  # the block's own defaults for --batch-size 0
 STOP_GRACE_S = 5.0  # a stopping replica's requests in flight get this long (a CPU batch of AST takes seconds)
-DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
-DEVICES = ("auto", "cpu", "cuda")
 logger = logging.getLogger("ray.serve")
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """What a replica loads and how it batches; the same names as the block's local options."""
-
-    model: str
-    dtype: str = "auto"
-    device: str = "auto"
-    batch_size: int = CPU_BATCH  # the most windows in one forward pass, gathered across requests
-    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
-    threads: int = 0  # 0: the CPUs Ray gave the replica (num_cpus)
-    score_function: str = "auto"  # for requests without function_to_apply
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-
-
-def check_options(options: ServerOptions) -> None:
-    """ConfigError naming the option, its value and what is allowed (config files pass untyped args)."""
-    choices = {"dtype": DTYPES, "device": DEVICES, "score_function": SCORE_FUNCTIONS}
-    for name, allowed in choices.items():
-        if getattr(options, name) not in allowed:
-            raise ConfigError(f"{name} {getattr(options, name)!r} must be one of {', '.join(allowed)}")
-    if not options.model or not isinstance(options.model, str):
-        raise ConfigError("model must be a Hugging Face model id or a model folder")
-    for name, low in (("batch_size", 1), ("threads", 0), ("max_body_bytes", 1024)):
-        value = getattr(options, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"{name} {value!r} must be a whole number of {low} or more")
-    if not 0 <= options.batch_wait_ms <= 10_000:
-        raise ConfigError(f"batch_wait_ms {options.batch_wait_ms!r} must be from 0 to 10000")
-
-
-def ongoing_requests_for(batch_size: int) -> int:
-    """Requests a replica takes at once: a full batch running, the next one forming, and room for /health.
-    Ray's default of 5 would cap every batch at 5."""
-    return 2 * batch_size
 
 
 def replica_threads(requested: int) -> int:
@@ -217,13 +177,5 @@ def build(args: Mapping[str, object]):
     """The application a Serve config file names (``import_path: serve.app:build``); ``args`` are
     ServerOptions' fields, ``max_body_mb`` in place of ``max_body_bytes``. Replicas, autoscaling and
     resources come from the config's ``deployments`` section."""
-    values = dict(args)
-    if "max_body_mb" in values:
-        values["max_body_bytes"] = int(float(values.pop("max_body_mb")) * 2**20)
-    known = {f.name for f in fields(ServerOptions)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown arg {unknown[0]!r} for {APP_NAME}; known: {', '.join(sorted(known))}, max_body_mb")
-    options = ServerOptions(**values)
-    check_options(options)
+    options = options_from_args(args, APP_NAME)
     return AudioClassifier.options(max_ongoing_requests=ongoing_requests_for(options.batch_size)).bind(options)

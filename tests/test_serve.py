@@ -285,8 +285,9 @@ def test_a_killed_replica_is_replaced_and_the_run_loses_nothing(trained_ast, stu
         server.start()
         first = server.replica_pids()
         assert len(first) == 2
-        loaded = [line.text for line in server.snapshot() if "loaded " in line.text]
-        assert len(loaded) == 2 and all("batch 8, 1 thread)" in line for line in loaded)  # its num_cpus, not the machine's
+        loaded = lambda: [line.text for line in server.snapshot() if "loaded " in line.text]  # noqa: E731
+        wait_for(lambda: len(loaded()) == 2, timeout_s=10)  # replicas' log lines reach the driver a moment later
+        assert all("batch 8, 1 thread)" in line for line in loaded())  # its num_cpus, not the machine's CPUs
         killed: dict = {}
         since = time.monotonic()
 

@@ -135,7 +135,7 @@ def test_remote_backend_run_imports_neither_torch_nor_transformers(project, hf, 
 
 SERVE = ROOT / "serve"
 # Pure modules of the server: testable and importable without Ray (or torch).
-SERVE_PURE = ("protocol.py", "batching.py")
+SERVE_PURE = ("protocol.py", "batching.py", "options.py")
 
 
 def imported_top_levels(path) -> set[str]:
