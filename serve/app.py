@@ -107,8 +107,9 @@ class AudioClassifierServer:
             return error(401, "missing or wrong bearer token: send Authorization: Bearer <the server's "
                               f"{TOKEN_ENV}> (the block sends HF_API_KEY)")
         try:
-            body = await _read_body(request, self._options.max_body_bytes)
-            parsed = await asyncio.to_thread(parse_request, body, request.headers.get("content-type", ""))
+            with self._batcher.arriving():  # a forming batch waits for this window, not for nothing
+                body = await _read_body(request, self._options.max_body_bytes)
+                parsed = await asyncio.to_thread(parse_request, body, request.headers.get("content-type", ""))
         except BadRequest as exc:
             return error(exc.status, str(exc))
         heard = self._engine.model_input.heard_samples

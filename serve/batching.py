@@ -13,7 +13,8 @@ May import: nothing of the block (pure asyncio).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -23,8 +24,9 @@ Result = TypeVar("Result")
 class Batcher(Generic[Item, Result]):
     """``await submit(item)`` returns ``run(batch)[i]`` for the item's place ``i`` in the batch it joined.
 
-    A batch closes when it holds ``max_batch`` items, or ``wait_s`` after its first item arrived;
-    ``run`` is awaited before the next batch forms. What ``run`` raises reaches every caller of that
+    A batch closes when it holds ``max_batch`` items, or ``wait_s`` after its first item arrived, or
+    at once when no other request is on its way (inside ``arriving()``, e.g. being read and decoded):
+    a lone request pays no wait. ``run`` is awaited before the next batch forms. What ``run`` raises reaches every caller of that
     batch, and the batcher goes on with the next. A caller that went away (its request cancelled)
     is left out of the batch if it has not formed yet.
     """
@@ -35,6 +37,16 @@ class Batcher(Generic[Item, Result]):
         self._run, self.max_batch, self.wait_s = run, max_batch, wait_s
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future]] | None = None
         self._consumer: asyncio.Task | None = None
+        self._arriving = 0
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Around a request's way to ``submit`` (reading, decoding): a forming batch waits for it."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
 
     async def submit(self, item: Item) -> Result:
         if self._consumer is None or self._consumer.done():  # created on the replica's own event loop
@@ -70,7 +82,7 @@ class Batcher(Generic[Item, Result]):
                 batch.append(self._queue.get_nowait())
                 continue
             remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
+            if remaining <= 0 or not self._arriving:  # nothing more is coming: do not wait for it
                 break
             getter = asyncio.ensure_future(self._queue.get())
             await asyncio.wait({getter}, timeout=remaining)

@@ -34,17 +34,46 @@ def test_a_batch_closes_when_full_without_waiting():
     assert results == [0, 2, 4, 6, 8, 10]
 
 
-def test_a_lone_request_is_served_after_the_wait():
+def test_a_lone_request_is_served_at_once_when_nothing_else_is_on_its_way():
     async def scenario():
         model, loop = SlowDouble(), asyncio.get_running_loop()
-        batcher = Batcher(model, max_batch=8, wait_s=0.05)
+        batcher = Batcher(model, max_batch=8, wait_s=5.0)
         started = loop.time()
         result = await batcher.submit(21)
         return result, loop.time() - started, model.batches
 
     result, took_s, batches = asyncio.run(scenario())
     assert (result, batches) == (42, [[21]])
-    assert 0.05 <= took_s < 1.0
+    assert took_s < 0.5  # not the 5 s wait
+
+
+def test_a_forming_batch_waits_for_a_request_on_its_way():
+    async def scenario():
+        model = SlowDouble()
+        batcher = Batcher(model, max_batch=8, wait_s=5.0)
+
+        async def decoded_later(item):
+            with batcher.arriving():
+                await asyncio.sleep(0.1)  # read and decoded while the batch forms
+            return await batcher.submit(item)
+
+        results = await asyncio.gather(batcher.submit(1), decoded_later(2))
+        return results, model.batches
+
+    assert asyncio.run(scenario()) == ([2, 4], [[1, 2]])
+
+
+def test_the_wait_for_requests_on_their_way_is_bounded():
+    async def scenario():
+        model, loop = SlowDouble(), asyncio.get_running_loop()
+        batcher = Batcher(model, max_batch=8, wait_s=0.05)
+        started = loop.time()
+        with batcher.arriving():  # a request that never comes
+            result = await batcher.submit(1)
+        return result, loop.time() - started
+
+    result, took_s = asyncio.run(scenario())
+    assert result == 2 and 0.05 <= took_s < 1.0
 
 
 def test_requests_arriving_while_a_batch_runs_form_one_full_batch_after_it():
