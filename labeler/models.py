@@ -3,7 +3,7 @@ function its head was trained with, and whether the block can run it at all. Bot
 these rules (local from the loaded config and extractor, remote from the hub's ``config.json`` and
 ``preprocessor_config.json``), so a model scores the same wherever it runs.
 
-May import: ``core`` and ``audio``.
+May import: ``core`` and ``audio`` (and numpy).
 """
 
 from __future__ import annotations
@@ -11,10 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from .audio import MODEL_RATE_HZ, fbank_heard_samples
 from .core import ConfigError
 
 SCORE_FUNCTIONS = ("auto", "sigmoid", "softmax")
+# What a Hugging Face-protocol request may ask for (its function_to_apply): "none" answers the logits.
+REQUEST_SCORE_FUNCTIONS = ("sigmoid", "softmax", "none")
 DEFAULT_SCORE_FUNCTION = "auto"
 # A model whose extractor sets no length (wav2vec2, HuBERT, WavLM) hears at most this much of a
 # window: attention cost grows with the square of the length, and one window of a one-hour sample
@@ -95,3 +99,16 @@ def score_function(requested: str, config: Mapping | None, model: str) -> str:
                           "set --score-function sigmoid or softmax")
     architectures: Sequence[str] = config.get("architectures") or ()
     return "sigmoid" if any(a in SIGMOID_ARCHITECTURES for a in architectures) else "softmax"
+
+
+def apply_score_function(logits: np.ndarray, function: str) -> np.ndarray:
+    """Scores from logits (windows, classes) as float32: ``sigmoid``, ``softmax`` over each row, or ``none``."""
+    logits = np.asarray(logits, dtype=np.float32)
+    if function == "sigmoid":
+        return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32)  # no overflow for large |logits|
+    if function == "softmax":
+        shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
+    if function == "none":
+        return logits.copy()
+    raise ValueError(f"unknown score function {function!r}")

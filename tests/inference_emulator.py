@@ -113,6 +113,8 @@ class InferenceState:
     config_update: dict = field(default_factory=dict)  # merged into the default config.json (e.g. problem_type)
     preprocessor_update: dict = field(default_factory=dict)  # merged into the default preprocessor_config.json
     requests: list[dict] = field(default_factory=list)  # parsed request records
+    hub_requests: list[dict] = field(default_factory=list)  # GETs of the hub routes: path and headers
+    hub_token: str | None = None  # when set, hub GETs without it answer 401 (a private model)
     loading_requests: int = 0  # the first N requests answer 503 "loading"
     always_loading: bool = False
     rate_limit_every: int = 0  # every k-th request answers 429
@@ -154,6 +156,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         st = self.state
+        with st.lock:
+            st.hub_requests.append({"path": self.path, "headers": dict(self.headers)})
+        if st.hub_token and self.headers.get("Authorization") != f"Bearer {st.hub_token}":
+            return self._json({"error": "Invalid credentials in Authorization header"}, 401)
         if st.config_redirect_to and self.path.endswith("/config.json"):
             return self._json({}, 302, {"Location": st.config_redirect_to})
         if st.preprocessor_redirect_to and self.path.endswith("/preprocessor_config.json"):

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ..core import ConfigError, LabelSpec, log
 from ..labels import parse_label_specs
 from ..models import DEFAULT_SCORE_FUNCTION, UNKNOWN_INPUT, ModelInput, model_input, score_function
+
+if TYPE_CHECKING:
+    from .remote import ModelFiles, Tokens
 
 
 class Classifier(Protocol):
@@ -88,16 +91,15 @@ def _build_remote(options: BackendOptions, labels_text: str,
     they decide the score function, how much of a window is uploaded, and the labels' check.
     Without a label list, labels are checked against the classes the endpoint's test answer lists
     (so a label ranked low still gets its real score)."""
-    from .remote import DEFAULT_HF_ENDPOINT, LabelListUnavailable, RemoteClassifier, fetch_model_files, model_labels
+    from .remote import LabelListUnavailable, RemoteClassifier, model_labels
 
     if options.dtype == "int8":  # Studio may pass a value stored before the user switched backend
         log("WARNING: --dtype int8 applies to --backend local only; the endpoint runs its own precision")
-    token = environ.get("HF_TOKEN") or environ.get("HF_API_KEY")
-    if not token:
-        log("WARNING: neither HF_TOKEN nor HF_API_KEY is set; inference requests carry no Authorization header "
-            "(a test request checks that the endpoint accepts that)")
-    files = fetch_model_files(options.model, environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT, token)
-    scores = _remote_score_function(options, files.config, files.config_problem)
+    tokens, files = _tokens_and_model_files(options, environ)
+    hint = tokens.hub_hint(files.config_problem)  # why a private model's config is unreadable, said once
+    scores = _remote_score_function(options, files.config, files.config_problem + hint)
+    if options.score_function == "auto":
+        hint = ""  # a hint means an unreadable config: the score function's warning above gave it
     heard = _remote_model_input(options.model, files.extractor, files.extractor_problem)
     labels: list[str] | None = None
     try:
@@ -105,12 +107,12 @@ def _build_remote(options: BackendOptions, labels_text: str,
         specs = parse_label_specs(labels_text, labels)
     except LabelListUnavailable as exc:
         unreadable = str(exc)
-    classifier = RemoteClassifier(options.inference_url, token, labels, options.concurrency, options.max_wait_s,
-                                  scores, heard)
+    classifier = RemoteClassifier(options.inference_url, tokens.endpoint, labels, options.concurrency,
+                                  options.max_wait_s, scores, heard, tokens.hugging_face)
     try:
         classifier.preflight()  # before any sample is read: a run that cannot work stops here
         if labels is None:
-            log(f"WARNING: could not read the label list of {options.model} ({unreadable}); labels are checked "
+            log(f"WARNING: could not read the label list of {options.model} ({unreadable}{hint}); labels are checked "
                 f"against the {len(classifier.class_names)} classes {classifier.name} answered a test request "
                 f"with, not against the model's own list")
             specs = _parse_against_learned(labels_text, classifier, unreadable)
@@ -120,6 +122,18 @@ def _build_remote(options: BackendOptions, labels_text: str,
     log(f"Using {options.model} at {classifier.name} ({len(classifier.class_names)} classes, {scores} scores, "
         f"up to {heard.heard_ms / 1000:g} s of each window uploaded)")
     return classifier, specs
+
+
+def _tokens_and_model_files(options: BackendOptions, environ: Mapping[str, str]) -> tuple[Tokens, ModelFiles]:
+    """Who gets which token (``remote.choose_tokens``), and the model's files read with the hub's."""
+    from .remote import DEFAULT_HF_ENDPOINT, choose_tokens, fetch_model_files
+
+    hub_endpoint = environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT
+    tokens = choose_tokens(options.inference_url, hub_endpoint, environ)
+    if not tokens.endpoint:
+        log("WARNING: neither HF_TOKEN nor HF_API_KEY is set; inference requests carry no Authorization header "
+            "(a test request checks that the endpoint accepts that)")
+    return tokens, fetch_model_files(options.model, hub_endpoint, tokens.hub)
 
 
 def _remote_score_function(options: BackendOptions, config: dict | None, problem: str) -> str:

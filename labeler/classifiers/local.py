@@ -21,7 +21,7 @@ import numpy as np
 
 from ..audio import MODEL_RATE_HZ
 from ..core import ConfigError, InferenceError, log
-from ..models import check_classifier, model_input, score_function
+from ..models import apply_score_function, check_classifier, model_input, score_function
 from .features import ExtractorFeatures, TorchFbank, batch_runs
 from .precision import BF16_FLAGS, choose_cpu_dtype, cpu_flags, rows_seen
 
@@ -75,7 +75,7 @@ def resolve_device_dtype(device: str, dtype: str) -> tuple[str, str]:
 
 class LocalClassifier:
     """Any transformers audio classifier in-process: batched, inference mode, sigmoid or softmax
-    over every class.
+    over every class (or the logits, for a server that applies each request's score function).
 
     Out of memory, a batch is halved and retried (down to one window), and the smaller batch is
     kept for the rest of the run.
@@ -148,8 +148,17 @@ class LocalClassifier:
         self._try_a_window(model)
 
     def classify(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """Scores in batches, each row in its window's place; rows of batches done before a window
-        runs out of memory alone survive it."""
+        """Scores (``logits`` through the model's score function), each row in its window's place."""
+        try:
+            return apply_score_function(self.logits(windows), self.score_function)
+        except InferenceError as exc:
+            if exc.scores is not None:  # the rows that survived an out-of-memory window
+                exc.scores = apply_score_function(exc.scores, self.score_function)
+            raise
+
+    def logits(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """Float32 logits in batches, each row in its window's place (a server applies each request's
+        score function to them); rows of batches done before a window runs out of memory alone survive it."""
         out = np.zeros((len(windows), len(self.class_names)), dtype=np.float32)
         scored: list[int] = []
         shrunk_from = 0
@@ -157,7 +166,7 @@ class LocalClassifier:
             while run:
                 batch = run[: self.batch_size]
                 try:
-                    out[batch] = self._scores([windows[i] for i in batch])
+                    out[batch] = self._logits([windows[i] for i in batch])
                 except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled; the rest re-raises
                     if not _is_out_of_memory(exc):
                         raise
@@ -183,17 +192,14 @@ class LocalClassifier:
     def close(self) -> None:
         pass
 
-    def _scores(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+    def _logits(self, batch: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             inputs = self._features.model_inputs(batch)
             if self._int8 is not None:
-                logits = torch.from_numpy(self._int8.logits(inputs))
-            else:
-                logits = self._model(**inputs).logits.float()
-            scores = logits.sigmoid() if self.score_function == "sigmoid" else logits.softmax(dim=-1)
-            return scores.cpu().numpy()
+                return np.asarray(self._int8.logits(inputs), dtype=np.float32)
+            return self._model(**inputs).logits.float().cpu().numpy()
 
     def _int8_session(self, model: str, source: str, threads: int):
         """The converted model's session (converting it first when no stored one fits these weights);

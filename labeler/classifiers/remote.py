@@ -4,6 +4,7 @@ concurrency that backs off on 429, retries for loading models, starting endpoint
 failures, and the model's config.json (labels, score function) and preprocessor_config.json (how much
 of a window it hears) read from the hub; the labels are learned from the endpoint's answer when unreadable.
 A test request proves the endpoint honours the request's parameters; an answer missing classes is a failure.
+The endpoint's token reaches the hub only when the endpoint is Hugging Face's own (``choose_tokens``).
 
 May import: ``core``, ``audio``, ``timeline``, ``models``. ``requests`` is imported when a client is built.
 """
@@ -16,8 +17,9 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -47,6 +49,15 @@ LEARN_TOP_K = 10_000
 # the endpoint ignored function_to_apply (two sigmoid scores sum to 1 too easily to tell).
 SOFTMAX_MIN_CLASSES = 3
 SOFTMAX_SUM_TOLERANCE = 1e-3
+# Hosts Hugging Face runs, each with its subdomains: the hub, its short domain, dedicated Inference
+# Endpoints (*.endpoints.huggingface.cloud) and Spaces. Their token is a hub token.
+HUGGING_FACE_DOMAINS = ("huggingface.co", "hf.co", "huggingface.cloud", "hf.space")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+HUB_REFUSALS = (401, 403, 404)  # what the hub answers a private or gated model's file read without a token
+HF_TOKEN_FIX = "set HF_TOKEN (or HF_API_KEY) to a token that may call {url}"
+SERVER_TOKEN_FIX = "set HF_API_KEY to the server's token (or HF_TOKEN when only that is set)"
+WITHHELD_HINT = ("; the endpoint's token is not sent to the hub: set HF_TOKEN to a hub token for a private or "
+                 "gated model (and HF_API_KEY to the server's token)")
 HONOUR_PARAMETERS = ("use an endpoint that honours the request's parameters top_k and function_to_apply "
                      "(a Hugging Face Inference Endpoint running transformers' audio-classification pipeline does)")
 
@@ -59,12 +70,15 @@ class RemoteClassifier:
     """Posts each window to an endpoint that speaks the Hugging Face audio-classification protocol."""
 
     def __init__(self, url: str, token: str | None, class_names: Sequence[str] | None, concurrency: int,
-                 max_wait_s: float, score_function: str = "sigmoid", model_input: ModelInput = AST_INPUT):
-        """``class_names`` None: learn them from the preflight's answer (the hub's list was unreadable)."""
+                 max_wait_s: float, score_function: str = "sigmoid", model_input: ModelInput = AST_INPUT,
+                 hugging_face: bool = True):
+        """``class_names`` None: learn them from the preflight's answer (the hub's list was unreadable).
+        ``hugging_face`` False: the token is another server's (a rejected one is told to set HF_API_KEY)."""
         import requests
         from requests.adapters import HTTPAdapter
 
         self.url = url
+        self._token_fix = (HF_TOKEN_FIX if hugging_face else SERVER_TOKEN_FIX).format(url=url)
         self.name = f"the inference endpoint {url}"
         self.class_names = list(class_names or ())
         self.score_function, self.model_input = score_function, model_input
@@ -268,8 +282,7 @@ class RemoteClassifier:
         status, message = resp.status_code, _error_message(resp)
         if status in (401, 403):
             what = "the token" if "Authorization" in self._headers else "a request without a token"
-            raise AuthError(f"the inference endpoint rejected {what} (HTTP {status}: {message}); "
-                            f"set HF_TOKEN (or HF_API_KEY) to a token that may call {self.url}")
+            raise AuthError(f"the inference endpoint rejected {what} (HTTP {status}: {message}); {self._token_fix}")
         if status in (301, 302, 303, 307, 308):
             raise ConfigError(f"the inference endpoint {self.url} redirects (HTTP {status}); "
                               "set --inference-url to the final URL (tokens are never sent to a redirect)")
@@ -286,7 +299,6 @@ class RemoteClassifier:
         if status >= 500:
             return f"HTTP {status}: {message}", retry_after_s(resp.headers, backoff_s(failures)), False
         raise InferenceError(f"the inference endpoint refused the audio (HTTP {status}: {message})")
-
 
 
 def _parse_pairs(resp) -> list[tuple[str, float]]:
@@ -310,6 +322,55 @@ def _loading_estimate(resp) -> float | None:
         return float(body["estimated_time"]) if "estimated_time" in body else None
     except (ValueError, AttributeError, TypeError, KeyError):
         return None
+
+
+def is_hugging_face_host(url: str) -> bool:
+    """The URL's host is one of ``HUGGING_FACE_DOMAINS`` or under one (the parsed host, never a substring)."""
+    host = (urlsplit(url).hostname or "").rstrip(".")  # hostname is lower case; "huggingface.co." is the same host
+    return any(host == domain or host.endswith(f".{domain}") for domain in HUGGING_FACE_DOMAINS)
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """(scheme, host, port) with the scheme's default port filled in; None for a URL without a valid one."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:  # a port that is no number: no origin to share
+        return None
+    return (parts.scheme.lower(), (parts.hostname or "").rstrip("."), port) if parts.hostname else None
+
+
+def hub_may_see_endpoint_token(inference_url: str, hub_endpoint: str) -> bool:
+    """True when the endpoint's token may go to the hub: a Hugging Face endpoint takes a hub token, and
+    an endpoint on the hub's own origin gets every request the hub gets anyway."""
+    origin = _origin(inference_url)
+    return is_hugging_face_host(inference_url) or (origin is not None and origin == _origin(hub_endpoint))
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Which token goes where; ``hugging_face`` False means the endpoint's token is another server's."""
+
+    endpoint: str | None
+    hub: str | None
+    hugging_face: bool
+
+    def hub_hint(self, problem: str) -> str:
+        """Appended to the problem of a hub file the hub refused while the endpoint's token was withheld."""
+        refused = problem in {f"HTTP {status}" for status in HUB_REFUSALS}
+        withheld = not self.hugging_face and bool(self.endpoint) and not self.hub
+        return WITHHELD_HINT if refused and withheld else ""
+
+
+def choose_tokens(inference_url: str, hub_endpoint: str, environ: Mapping[str, str]) -> Tokens:
+    """A Hugging Face endpoint (or one on the hub's origin): HF_TOKEN, else HF_API_KEY, for both.
+    Another server: HF_API_KEY, else HF_TOKEN, for the endpoint; the hub gets HF_TOKEN only when
+    it is not the endpoint's token (both set: HF_TOKEN for the hub, HF_API_KEY for the server)."""
+    hf_token, api_key = environ.get("HF_TOKEN") or None, environ.get("HF_API_KEY") or None
+    if hub_may_see_endpoint_token(inference_url, hub_endpoint):
+        return Tokens(hf_token or api_key, hf_token or api_key, True)
+    endpoint = api_key or hf_token
+    return Tokens(endpoint, hf_token if hf_token != endpoint else None, False)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,210 @@
+"""``python -m serve --model MODEL --port PORT``: the model on Ray Serve, in the foreground.
+
+Starts a local Ray cluster (or joins one with ``--address``), deploys the application of
+``serve.app``, prints a line with ``ready`` once ``GET /health`` answers, and on Ctrl-C or SIGTERM
+removes the application and stops every Ray process it started (a joined cluster keeps running).
+Point the block at it with ``--backend remote --inference-url http://HOST:PORT/``.
+
+May import: ``serve.app``, ``serve.protocol``, ``labeler`` (core, classifiers.local's model check), ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from labeler.core import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+DEFAULT_PORT = 8000
+READY_TIMEOUT_S = 60.0  # from deployed to /health answering through the proxy
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _whole(name: str, low: int, high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} {text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} {value} must be from {low} to {high}")
+        return value
+    return parse
+
+
+def _number(name: str, low: float, high: float):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} {text!r} is not a number") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{name} {value:g} must be from {low:g} to {high:g}")
+        return value
+    return parse
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    from .app import DEFAULT_BATCH_WAIT_MS, DEVICES, DTYPES
+    from .protocol import DEFAULT_MAX_BODY_BYTES
+
+    from labeler.models import SCORE_FUNCTIONS
+
+    p = argparse.ArgumentParser(prog="python -m serve", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="Hugging Face model id or model folder (any audio classifier)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=_whole("--port", 1, 65535), default=DEFAULT_PORT)
+    p.add_argument("--dtype", choices=DTYPES, default="auto", help="as the block's --dtype")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="as the block's --device")
+    p.add_argument("--batch-size", type=_whole("--batch-size", 0, 1024), default=0,
+                   help="most windows per forward pass, gathered across requests (0: 8 on a CPU, 64 with a GPU)")
+    p.add_argument("--batch-wait-ms", type=_number("--batch-wait-ms", 0, 10_000), default=DEFAULT_BATCH_WAIT_MS,
+                   help="how long a batch waits for more windows after its first")
+    p.add_argument("--threads", type=_whole("--threads", 0, 1024), default=0,
+                   help="inference threads per replica (0: its --num-cpus)")
+    p.add_argument("--score-function", choices=SCORE_FUNCTIONS, default="auto",
+                   help="for requests without function_to_apply (auto: as the model was trained)")
+    p.add_argument("--replicas", type=_whole("--replicas", 1, 64), default=1)
+    p.add_argument("--num-cpus", type=_number("--num-cpus", 0.1, 1024), default=0,
+                   help="CPUs per replica (default: this machine's CPUs shared by the replicas)")
+    p.add_argument("--num-gpus", type=_number("--num-gpus", 0, 64), default=0, help="GPUs per replica")
+    p.add_argument("--max-body-mb", type=_number("--max-body-mb", 0.01, 1024),
+                   default=DEFAULT_MAX_BODY_BYTES / 2**20, help="larger request bodies get HTTP 413")
+    p.add_argument("--address", default="", help="join this Ray cluster (e.g. auto) instead of starting one")
+    return p.parse_args(argv)
+
+
+def server_options(args: argparse.Namespace):
+    from .app import CPU_BATCH, GPU_BATCH, ServerOptions
+
+    batch = args.batch_size or (GPU_BATCH if args.num_gpus else CPU_BATCH)
+    return ServerOptions(args.model, args.dtype, args.device, batch, args.batch_wait_ms, args.threads,
+                         args.score_function, int(args.max_body_mb * 2**20))
+
+
+def warn_if_exposed(host: str, token: str | None) -> None:
+    if not token:
+        exposed = "" if host in LOOPBACK_HOSTS else f", and it listens on {host}: anyone who reaches it may use it"
+        print(f"WARNING: SERVE_TOKEN is not set, so requests need no token{exposed}; set SERVE_TOKEN to require "
+              "Authorization: Bearer <token>", file=sys.stderr, flush=True)
+
+
+def check_model(model: str) -> None:
+    """Before Ray starts: a folder that is missing, or a hub id with no hub and no cached copy, fails in seconds."""
+    from labeler.classifiers.local import model_source
+
+    model_source(model)
+
+
+def wait_until_healthy(url: str, stop: threading.Event) -> bool:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline and not stop.is_set():
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own loopback URL
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        stop.wait(0.2)
+    return False
+
+
+def deploy_problem(exc: BaseException) -> str:
+    """One line from a failed deployment: the replica's own ConfigError when there is one."""
+    text = str(exc)
+    found = re.findall(r"ConfigError: (.+)", text)
+    return found[-1].strip() if found else (text.strip().splitlines() or [type(exc).__name__])[-1][:300]
+
+
+def run(args: argparse.Namespace, stop: threading.Event) -> int:
+    import ray
+    from ray import serve
+
+    from .app import APP_NAME, build_app
+
+    options = server_options(args)
+    cpus_each = args.num_cpus or max(1.0, float(_machine_cpus() // args.replicas))
+    ray.init(address=args.address or None, num_cpus=None if args.address else _machine_cpus(),
+             include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+    install_stop_handlers(stop)  # again: Ray's core worker replaced them with its own, which exits at once
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port}, logging_config={"encoding": "TEXT"})
+        app = build_app(options, replicas=args.replicas, num_cpus=cpus_each, num_gpus=args.num_gpus,
+                        constructor_retries=args.replicas)
+        try:
+            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        except Exception as exc:  # noqa: BLE001 - Ray wraps the replica's error in its own types
+            print(f"ERROR: the server could not start: {deploy_problem(exc)}", file=sys.stderr, flush=True)
+            return EXIT_CONFIG
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        url = f"http://{host}:{args.port}/"
+        if not wait_until_healthy(url + "health", stop):
+            return EXIT_OK if stop.is_set() else _not_healthy(url)
+        print(f"ready: {url} serves {args.model} ({args.replicas} replica(s), {cpus_each:g} CPUs each, batch "
+              f"{options.batch_size}); point the block at it with --backend remote --inference-url {url}",
+              flush=True)
+        stop.wait()
+        print("stopping", flush=True)
+        return EXIT_OK
+    finally:
+        _leave(serve, APP_NAME, joined=bool(args.address))
+        ray.shutdown()  # the processes of a cluster this process started go with it
+
+
+def _leave(serve, app_name: str, joined: bool) -> None:
+    """Remove what this process deployed: the application from a joined cluster, all of Serve from its own."""
+    try:
+        if joined:
+            serve.delete(app_name)
+        else:
+            serve.shutdown()
+    except Exception as exc:  # noqa: BLE001 - stopping goes on; ray.shutdown still ends our own cluster
+        print(f"WARNING: could not remove the application cleanly ({type(exc).__name__})", file=sys.stderr)
+
+
+def install_stop_handlers(stop: threading.Event) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+
+def _not_healthy(url: str) -> int:
+    print(f"ERROR: the application deployed but {url}health did not answer within {READY_TIMEOUT_S:g} s",
+          file=sys.stderr, flush=True)
+    return EXIT_FAILED
+
+
+def _machine_cpus() -> int:
+    from labeler.classifiers.local import available_cpus
+
+    return available_cpus()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Replicas import serve.app and labeler: the workers Ray starts here inherit this path.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    token = os.environ.get("SERVE_TOKEN") or None
+    warn_if_exposed(args.host, token)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    try:
+        check_model(args.model)
+        return run(args, stop)
+    except ConfigError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The Ray Serve application: the block's own local classifier (features, precision choice,
+out-of-memory halving) behind the Hugging Face audio-classification protocol, with windows of
+concurrent requests batched together and each request's score function applied to its own row.
+
+Routes (under the application's route prefix): ``POST /`` classifies one window; ``GET /health``
+answers 200 once the replica's model is loaded (a replica takes traffic only after its constructor
+returns). With ``SERVE_TOKEN`` set in the replicas' environment, ``POST /`` needs
+``Authorization: Bearer <token>``; the token is compared in constant time and never logged.
+
+``build_app`` is what ``python -m serve`` runs; ``build`` is the import path for Serve config files
+(``import_path: serve.app:build`` with the options as ``args``).
+
+May import: ``serve.protocol``, ``labeler`` (its ``classifiers.local`` inside the replica), ray, starlette.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import hmac
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from labeler.core import ConfigError, InferenceError
+from labeler.models import SCORE_FUNCTIONS
+
+from .protocol import DEFAULT_MAX_BODY_BYTES, BadRequest, ClassifyRequest, answer, parse_request
+
+APP_NAME = "audio-labeler"
+TOKEN_ENV = "SERVE_TOKEN"
+DEFAULT_BATCH_WAIT_MS = 10.0  # a batch waits this long for more windows once its first one arrives
+CPU_BATCH, GPU_BATCH = 8, 64  # the block's own defaults for --batch-size 0
+STOP_GRACE_S = 5.0  # a stopping replica's requests in flight get this long (a CPU batch of AST takes seconds)
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
+DEVICES = ("auto", "cpu", "cuda")
+logger = logging.getLogger("ray.serve")
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What a replica loads and how it batches; the same names as the block's local options."""
+
+    model: str
+    dtype: str = "auto"
+    device: str = "auto"
+    batch_size: int = CPU_BATCH  # the most windows in one forward pass, gathered across requests
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS
+    threads: int = 0  # 0: the CPUs Ray gave the replica (num_cpus)
+    score_function: str = "auto"  # for requests without function_to_apply
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+
+def check_options(options: ServerOptions) -> None:
+    """ConfigError naming the option, its value and what is allowed (config files pass untyped args)."""
+    choices = {"dtype": DTYPES, "device": DEVICES, "score_function": SCORE_FUNCTIONS}
+    for name, allowed in choices.items():
+        if getattr(options, name) not in allowed:
+            raise ConfigError(f"{name} {getattr(options, name)!r} must be one of {', '.join(allowed)}")
+    if not options.model or not isinstance(options.model, str):
+        raise ConfigError("model must be a Hugging Face model id or a model folder")
+    for name, low in (("batch_size", 1), ("threads", 0), ("max_body_bytes", 1024)):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{name} {value!r} must be a whole number of {low} or more")
+    if not 0 <= options.batch_wait_ms <= 10_000:
+        raise ConfigError(f"batch_wait_ms {options.batch_wait_ms!r} must be from 0 to 10000")
+
+
+def ongoing_requests_for(batch_size: int) -> int:
+    """Requests a replica takes at once: a full batch running, the next one forming, and room for /health.
+    Ray's default of 5 would cap every batch at 5."""
+    return 2 * batch_size
+
+
+def replica_threads(requested: int) -> int:
+    """The threads a replica runs inference with: as asked, else the CPUs Ray gave it (whole ones,
+    at least 1), never more than the container allows."""
+    from labeler.classifiers.local import available_cpus
+
+    if requested:
+        return requested
+    import ray
+
+    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 0.0)
+    return max(1, min(int(assigned), available_cpus())) if assigned else available_cpus()
+
+
+def is_authorized(header: str | None, token: str | None) -> bool:
+    """No token configured: everyone; else exactly ``Bearer <token>``, compared in constant time."""
+    if not token:
+        return True
+    return hmac.compare_digest((header or "").encode(), f"Bearer {token}".encode())
+
+
+def error(status: int, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+@dataclass(frozen=True)
+class WindowFailed:
+    """A window of a batch that could not be scored: the status and message its request gets."""
+
+    status: int
+    message: str
+
+
+class AudioClassifierServer:
+    """One replica: the model, loaded once; requests decoded on the event loop's executor, batched by
+    ``@serve.batch``, and run in one inference thread, so /health answers while a batch runs."""
+
+    def __init__(self, options: ServerOptions):
+        from labeler.classifiers.local import LocalClassifier
+
+        check_options(options)
+        started = time.monotonic()
+        self._engine = LocalClassifier(options.model, options.device, options.dtype, options.batch_size,
+                                       replica_threads(options.threads), options.score_function)
+        self._options, self._token = options, os.environ.get(TOKEN_ENV) or None
+        self._classes = list(self._engine.class_names)
+        self._inference = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._classify_batch.set_max_batch_size(options.batch_size)
+        self._classify_batch.set_batch_wait_timeout_s(options.batch_wait_ms / 1000)
+        logger.info(f"loaded {options.model} on {self._engine.device} ({self._engine.dtype_name}, "
+                    f"{len(self._classes)} classes, {self._engine.score_function} by default, batch "
+                    f"{options.batch_size}, {replica_threads(options.threads)} threads) in "
+                    f"{time.monotonic() - started:.1f} s; auth {'on' if self._token else 'off'}")
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        path = request.url.path[len(request.scope.get("root_path", "")):] or "/"
+        if path.rstrip("/") == "/health":
+            return JSONResponse({"status": "ok", "model": self._options.model, "classes": len(self._classes)})
+        if path != "/":
+            return error(404, f"no route {path}; POST / classifies audio, GET /health says whether it is up")
+        if request.method != "POST":
+            return error(405, "POST / with the audio classifies it")
+        if not is_authorized(request.headers.get("authorization"), self._token):
+            return error(401, "missing or wrong bearer token: send Authorization: Bearer <the server's "
+                              f"{TOKEN_ENV}> (the block sends HF_API_KEY)")
+        try:
+            body = await _read_body(request, self._options.max_body_bytes)
+            parsed = await asyncio.to_thread(parse_request, body, request.headers.get("content-type", ""))
+        except BadRequest as exc:
+            return error(exc.status, str(exc))
+        heard = self._engine.model_input.heard_samples
+        result = await self._classify_batch(ClassifyRequest(parsed.audio[:heard], parsed.top_k, parsed.function))
+        if isinstance(result, WindowFailed):
+            return error(result.status, result.message)
+        return JSONResponse(result)
+
+    @serve.batch(max_batch_size=CPU_BATCH, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_MS / 1000)
+    async def _classify_batch(self, requests: list[ClassifyRequest]) -> list[list[dict] | WindowFailed]:
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        failed: dict[int, WindowFailed] = {}
+        try:
+            logits = await loop.run_in_executor(self._inference, self._engine.logits, [r.audio for r in requests])
+        except InferenceError as exc:  # out of memory on one window: the rest of the batch is still answered
+            problem = WindowFailed(503, f"inference failed: {exc}")
+            if exc.scores is None:
+                return [problem] * len(requests)
+            logits, failed = exc.scores, dict.fromkeys(exc.failed or range(len(requests)), problem)
+        except Exception as exc:  # noqa: BLE001 - one line to every request of the batch, the replica lives on
+            logger.error(f"batch of {len(requests)} windows failed: {type(exc).__name__}: {exc}")
+            return [WindowFailed(500, f"inference failed ({type(exc).__name__})")] * len(requests)
+        functions = [r.function or self._engine.score_function for r in requests]
+        logger.info(f"batch of {len(requests)} windows ({_counts(functions)}) in "
+                    f"{(time.perf_counter() - started) * 1000:.0f} ms")
+        return [failed.get(i) or answer(logits[i], self._classes, functions[i], r.top_k)
+                for i, r in enumerate(requests)]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it (or its declared length) passes ``limit`` bytes."""
+    too_large = BadRequest(413, f"the body is over the server's {limit} byte limit (max_body_bytes); "
+                                "send one window at a time")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _counts(functions: list[str]) -> str:
+    return ", ".join(f"{n} {name}" for name, n in Counter(functions).items())
+
+
+AudioClassifier = serve.deployment(AudioClassifierServer, name="AudioClassifier")
+
+
+def build_app(options: ServerOptions, *, replicas: int = 1, num_cpus: float = 1.0, num_gpus: float = 0.0,
+              constructor_retries: int | None = None):
+    """The application ``python -m serve`` runs: a fixed number of replicas with these resources each."""
+    check_options(options)
+    settings = dict(num_replicas=replicas, max_ongoing_requests=ongoing_requests_for(options.batch_size),
+                    ray_actor_options={"num_cpus": num_cpus, "num_gpus": num_gpus},
+                    graceful_shutdown_timeout_s=STOP_GRACE_S, graceful_shutdown_wait_loop_s=0.5)
+    if constructor_retries is not None:
+        settings["max_constructor_retry_count"] = constructor_retries
+    return AudioClassifier.options(**settings).bind(options)
+
+
+def build(args: Mapping[str, object]):
+    """The application a Serve config file names (``import_path: serve.app:build``); ``args`` are
+    ServerOptions' fields, ``max_body_mb`` in place of ``max_body_bytes``. Replicas, autoscaling and
+    resources come from the config's ``deployments`` section."""
+    values = dict(args)
+    if "max_body_mb" in values:
+        values["max_body_bytes"] = int(float(values.pop("max_body_mb")) * 2**20)
+    known = {f.name for f in fields(ServerOptions)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown arg {unknown[0]!r} for {APP_NAME}; known: {', '.join(sorted(known))}, max_body_mb")
+    options = ServerOptions(**values)
+    check_options(options)
+    return AudioClassifier.options(max_ongoing_requests=ongoing_requests_for(options.batch_size)).bind(options)
