@@ -209,7 +209,7 @@ def run_local(model_dir: Path, n: int, threads: int, tmp: Path) -> dict:
 def run_hf_toolkit(model_dir: Path, n: int, threads: int, tmp: Path, venv: Path) -> dict:
     python = venv / "bin" / "python"
     if not python.exists():
-        raise NotRun(f"no venv at {venv} (create it as this script's docstring and docs/performance.md say)")
+        raise NotRun(f"no venv at {venv} (build it as this script's docstring says)")
     probe = subprocess.run([str(python), "-c", "import huggingface_inference_toolkit, uvicorn"],
                            capture_output=True, text=True)
     if probe.returncode != 0:
@@ -220,7 +220,7 @@ def run_hf_toolkit(model_dir: Path, n: int, threads: int, tmp: Path, venv: Path)
             "--host", "127.0.0.1", "--port", str(port)]
     env = server_env(threads, HF_MODEL_DIR=str(model_dir), HF_TASK="audio-classification",
                      MAX_CONCURRENT_THREADS="1", HF_HUB_OFFLINE="1")
-    with ServerProcess("the toolkit", argv, env, tmp / "toolkit.log") as server:
+    with ServerProcess("the toolkit", argv, env, tmp / f"toolkit-{port}.log") as server:
         server.wait_ready(health_ok(f"http://127.0.0.1:{port}/health"))
         return block_in_child(model_dir, n, ["--backend", "remote", "--inference-url", f"http://127.0.0.1:{port}/"])
 
@@ -240,7 +240,7 @@ def run_serve(model_dir: Path, n: int, threads: int, tmp: Path, serve_args: list
     port = free_port()
     argv = [sys.executable, "-m", "serve", "--model", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
             "--dtype", "float32", "--threads", str(threads), "--replicas", "1", *serve_args]
-    with ServerProcess("python -m serve", argv, server_env(threads), tmp / "serve.log") as server:
+    with ServerProcess("python -m serve", argv, server_env(threads), tmp / f"serve-{port}.log") as server:
         server.wait_ready(says_ready)
         result = block_in_child(model_dir, n, ["--backend", "remote", "--inference-url", f"http://127.0.0.1:{port}/"])
         time.sleep(1.0)  # log lines of the last batch reach the file
@@ -461,6 +461,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-overhead", action="store_true")
     p.add_argument("--out", default=None)
+    p.add_argument("--logs-dir", default=None, help="keep the servers' output there (default: deleted)")
     # child processes of this script
     p.add_argument("--child-block", help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -483,11 +484,13 @@ def main() -> None:
     results = {"machine": machine(), "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
                "windows": args.windows, "threads": args.threads}
     with tempfile.TemporaryDirectory() as tmp:
+        logs = Path(args.logs_dir or tmp)  # the servers' output
+        logs.mkdir(parents=True, exist_ok=True)
         if not args.skip_throughput:
             model_dir = make_full_size_model(Path(tmp) / "ast-full")
-            results["throughput"] = throughput(model_dir, args, args.threads, Path(tmp))
+            results["throughput"] = throughput(model_dir, args, args.threads, logs)
         if not args.skip_overhead:
-            results["overhead"] = overhead(args, args.threads, Path(tmp))
+            results["overhead"] = overhead(args, args.threads, logs)
     results["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     emit(results, args.out)
     print(table(results))
