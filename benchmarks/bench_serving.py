@@ -27,9 +27,10 @@ HF_MODEL_DIR=<the folder> and HF_TASK=audio-classification.
 Overhead: a stub model that answers at once, behind Ray Serve and behind a plain
 ThreadingHTTPServer, the same protocol on both (POST / with the block's JSON body for a 2 s window,
 answered with all 527 classes); per-request latency p50/p90 at concurrency 1 and 16, and the p50
-Serve adds. The Serve stub is a minimal @serve.deployment with @serve.batch defined here (max batch
-16, max_ongoing_requests 32, like the real server), so this half does not depend on serve/; it runs
-with ``--batch-wait-ms`` and again with no wait, which tells the wait from Ray's own cost.
+Serve adds. The Serve stub is a minimal @serve.deployment defined here that batches with the real
+server's ``serve.batching.Batcher`` (max batch 16, max_ongoing_requests 32, like the real server),
+so the figure is Ray's cost plus the server's batching, without its model; it runs with
+``--batch-wait-ms`` and again with no wait.
 
 The block runs in a child process with its own Studio emulator; each server runs in its own
 process group (the pipeline server in this process) and is stopped before the next contender.
@@ -196,7 +197,8 @@ def health_ok(url: str):
 
 def server_env(threads: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("SERVE_TOKEN", "HF_TOKEN", "HF_API_KEY")}
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1", **extra)
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])), **extra)
     return env
 
 
@@ -327,14 +329,20 @@ def serve_stub_ray(port: int, batch_wait_ms: float, threads: int) -> None:
     from ray import serve
     from starlette.responses import Response
 
+    from serve.batching import Batcher
+
     @serve.deployment(max_ongoing_requests=STUB_MAX_ONGOING, ray_actor_options={"num_cpus": 0})
     class Stub:
-        @serve.batch(max_batch_size=STUB_MAX_BATCH, batch_wait_timeout_s=batch_wait_ms / 1000)
+        def __init__(self):
+            self._batcher = Batcher(self.answer, STUB_MAX_BATCH, batch_wait_ms / 1000)
+
         async def answer(self, bodies: list[bytes]) -> list[bytes]:
             return [stub_answer(body) for body in bodies]
 
         async def __call__(self, request) -> Response:
-            return Response(await self.answer(await request.body()), media_type="application/json")
+            with self._batcher.arriving():  # as serve/app.py: a batch waits only for requests on their way
+                body = await request.body()
+            return Response(await self._batcher.submit(body), media_type="application/json")
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -452,9 +460,9 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--windows", type=int, default=DEFAULT_WINDOWS, help="windows per throughput contender")
     p.add_argument("--toolkit-venv", default=DEFAULT_TOOLKIT_VENV, help="venv with huggingface-inference-toolkit")
-    p.add_argument("--serve-args", default="", help="more arguments for python -m serve (e.g. '--max-batch 8')")
+    p.add_argument("--serve-args", default="", help="more arguments for python -m serve (e.g. '--batch-size 4')")
     p.add_argument("--batch-wait-ms", type=float, default=DEFAULT_STUB_BATCH_WAIT_MS,
-                   help="the Serve stub's @serve.batch wait")
+                   help="the Serve stub's batch wait (serve.batching.Batcher)")
     p.add_argument("--overhead-requests", type=int, default=DEFAULT_OVERHEAD_REQUESTS)
     p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="tries per contender; the best is reported")
     p.add_argument("--contenders", default=",".join(CONTENDERS), help="which throughput contenders, comma-separated")

@@ -69,7 +69,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch-size", type=_whole("--batch-size", 0, 1024), default=0,
                    help="most windows per forward pass, gathered across requests (0: 8 on a CPU, 64 with a GPU)")
     p.add_argument("--batch-wait-ms", type=_number("--batch-wait-ms", 0, MAX_BATCH_WAIT_MS), default=DEFAULT_BATCH_WAIT_MS,
-                   help="how long a batch waits for more windows after its first")
+                   help="how long a batch waits for more windows after its first, while others are on their way")
     p.add_argument("--threads", type=_whole("--threads", 0, 1024), default=0,
                    help="inference threads per replica (0: its --num-cpus)")
     p.add_argument("--score-function", choices=SCORE_FUNCTIONS, default="auto",
