@@ -105,7 +105,7 @@ class AudioClassifierServer:
             return error(405, "POST / with the audio classifies it")
         if not is_authorized(request.headers.get("authorization"), self._token):
             return error(401, "missing or wrong bearer token: send Authorization: Bearer <the server's "
-                              f"{TOKEN_ENV}> (the block sends HF_API_KEY)")
+                              f"{TOKEN_ENV}> (the block sends HF_API_KEY, or HF_TOKEN when only that is set)")
         try:
             with self._batcher.arriving():  # a forming batch waits for this window, not for nothing
                 body = await _read_body(request, self._options.max_body_bytes)
