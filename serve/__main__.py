@@ -5,7 +5,8 @@ Starts a local Ray cluster (or joins one with ``--address``), deploys the applic
 removes the application and stops every Ray process it started (a joined cluster keeps running).
 Point the block at it with ``--backend remote --inference-url http://HOST:PORT/``.
 
-May import: ``serve.options``, ``serve.protocol``, ``serve.app`` (with Ray, inside ``run``), ``labeler`` (core, classifiers.local's model check), ray.
+May import: ``serve.options``, ``serve.protocol``, ``serve.app`` (with Ray, inside ``run``), ``labeler``
+(core, classifiers.local's model check), ray.
 """
 
 from __future__ import annotations
@@ -30,24 +31,14 @@ READY_TIMEOUT_S = 60.0  # from deployed to /health answering through the proxy
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def _whole(name: str, low: int, high: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} {text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{name} {value} must be from {low} to {high}")
-        return value
-    return parse
-
-
-def _number(name: str, low: float, high: float):
+def _in_range(name: str, low: float, high: float, whole: bool = False):
+    """An argparse type: a number from ``low`` to ``high`` (whole when ``whole``); its message names the flag."""
     def parse(text: str) -> float:
         try:
-            value = float(text)
+            value = int(text) if whole else float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} {text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{name} {text!r} is not a {'whole number' if whole else 'number'}") \
+                from None
         if not low <= value <= high:  # also refuses nan
             raise argparse.ArgumentTypeError(f"{name} {value:g} must be from {low:g} to {high:g}")
         return value
@@ -63,22 +54,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="Hugging Face model id or model folder (any audio classifier)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=_whole("--port", 1, 65535), default=DEFAULT_PORT)
+    p.add_argument("--port", type=_in_range("--port", 1, 65535, whole=True), default=DEFAULT_PORT)
     p.add_argument("--dtype", choices=DTYPES, default="auto", help="as the block's --dtype")
     p.add_argument("--device", choices=DEVICES, default="auto", help="as the block's --device")
-    p.add_argument("--batch-size", type=_whole("--batch-size", 0, 1024), default=0,
+    p.add_argument("--batch-size", type=_in_range("--batch-size", 0, 1024, whole=True), default=0,
                    help="most windows per forward pass, gathered across requests (0: 8 on a CPU, 64 with a GPU)")
-    p.add_argument("--batch-wait-ms", type=_number("--batch-wait-ms", 0, MAX_BATCH_WAIT_MS), default=DEFAULT_BATCH_WAIT_MS,
+    p.add_argument("--batch-wait-ms", type=_in_range("--batch-wait-ms", 0, MAX_BATCH_WAIT_MS),
+                   default=DEFAULT_BATCH_WAIT_MS,
                    help="how long a batch waits for more windows after its first, while others are on their way")
-    p.add_argument("--threads", type=_whole("--threads", 0, 1024), default=0,
+    p.add_argument("--threads", type=_in_range("--threads", 0, 1024, whole=True), default=0,
                    help="inference threads per replica (0: its --num-cpus)")
     p.add_argument("--score-function", choices=SCORE_FUNCTIONS, default="auto",
                    help="for requests without function_to_apply (auto: as the model was trained)")
-    p.add_argument("--replicas", type=_whole("--replicas", 1, 64), default=1)
-    p.add_argument("--num-cpus", type=_number("--num-cpus", 0.1, 1024), default=0,
+    p.add_argument("--replicas", type=_in_range("--replicas", 1, 64, whole=True), default=1)
+    p.add_argument("--num-cpus", type=_in_range("--num-cpus", 0.1, 1024), default=0,
                    help="CPUs per replica (default: this machine's CPUs shared by the replicas)")
-    p.add_argument("--num-gpus", type=_number("--num-gpus", 0, 64), default=0, help="GPUs per replica")
-    p.add_argument("--max-body-mb", type=_number("--max-body-mb", 0.01, 1024),
+    p.add_argument("--num-gpus", type=_in_range("--num-gpus", 0, 64), default=0, help="GPUs per replica")
+    p.add_argument("--max-body-mb", type=_in_range("--max-body-mb", 0.01, 1024),
                    default=DEFAULT_MAX_BODY_BYTES / 2**20, help="larger request bodies get HTTP 413")
     p.add_argument("--address", default="", help="join this Ray cluster (e.g. auto) instead of starting one")
     return p.parse_args(argv)

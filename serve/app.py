@@ -10,7 +10,8 @@ returns). With ``SERVE_TOKEN`` set in the replicas' environment, ``POST /`` need
 ``build_app`` is what ``python -m serve`` runs; ``build`` is the import path for Serve config files
 (``import_path: serve.app:build`` with the options as ``args``).
 
-May import: ``serve.options``, ``serve.protocol``, ``serve.batching``, ``labeler`` (its ``classifiers.local`` inside the replica), ray, starlette.
+May import: ``serve.options``, ``serve.protocol``, ``serve.batching``, ``labeler`` (its ``classifiers.local``
+inside the replica), ray, starlette.
 """
 
 from __future__ import annotations

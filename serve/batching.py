@@ -26,8 +26,8 @@ class Batcher(Generic[Item, Result]):
 
     A batch closes when it holds ``max_batch`` items, or ``wait_s`` after its first item arrived, or
     at once when no other request is on its way (inside ``arriving()``, e.g. being read and decoded):
-    a lone request pays no wait. ``run`` is awaited before the next batch forms. What ``run`` raises reaches every caller of that
-    batch, and the batcher goes on with the next. A caller that went away (its request cancelled)
+    a lone request pays no wait. ``run`` is awaited before the next batch forms. What ``run`` raises
+    reaches every caller of that batch, and the batcher goes on with the next. A caller that went away (its request cancelled)
     is left out of the batch if it has not formed yet.
     """
 

@@ -305,7 +305,7 @@ def test_a_killed_replica_is_replaced_and_the_run_loses_nothing(trained_ast, stu
         assert "at" in killed
         assert result.code == 0, result.err
         assert labels_of(studio) == expected
-        replaced = wait_for(lambda: len(set(server.replica_pids()) - set(first)) == 1 and len(server.replica_pids()) == 2)
+        replaced = wait_for(lambda: len(server.replica_pids()) == 2 and len(set(server.replica_pids()) - set(first)) == 1)
         with capsys.disabled():
             print(f"\nreplica replaced {replaced - killed['at']:.1f} s after it was killed")
         assert not alive(first[0])
