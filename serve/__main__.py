@@ -12,9 +12,11 @@ May import: ``serve.options``, ``serve.protocol``, ``serve.app`` (with Ray, insi
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -23,6 +25,8 @@ import urllib.request
 from pathlib import Path
 
 from labeler.core import ConfigError
+
+from .options import check_body_limit, read_token
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -79,6 +83,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def server_options(args: argparse.Namespace):
     from .options import CPU_BATCH, GPU_BATCH, ServerOptions
 
+    if args.device == "cuda" and not args.num_gpus:
+        raise ConfigError("--device cuda needs --num-gpus 1 (or more): Ray shows a replica only the GPUs it was given")
     batch = args.batch_size or (GPU_BATCH if args.num_gpus else CPU_BATCH)
     return ServerOptions(args.model, args.dtype, args.device, batch, args.batch_wait_ms, args.threads,
                          args.score_function, int(args.max_body_mb * 2**20))
@@ -91,26 +97,29 @@ def warn_if_exposed(host: str, token: str | None) -> None:
               "Authorization: Bearer <token>", file=sys.stderr, flush=True)
 
 
-def check_model(model: str) -> None:
+def check_model(model: str, max_body_mb: float) -> None:
     """Before Ray starts, from the model's config and extractor (not its weights): a missing folder, a
-    hub id with no hub and no cached copy, or a model the block refuses fails in seconds, in one line
-    (a replica's own failure reaches this process only as Ray's wrapped text)."""
+    hub id with no hub and no cached copy, a model the block refuses, or a body limit below one of its
+    windows fails in seconds, in one line (a replica's own failure reaches this process only as Ray's
+    wrapped text)."""
     from labeler.classifiers.local import check_model_files
 
-    check_model_files(model)
+    heard = check_model_files(model)
+    check_body_limit(int(max_body_mb * 2**20), heard.heard_samples, model)
 
 
-def wait_until_healthy(url: str, stop: threading.Event) -> bool:
+def wait_until_healthy(url: str, stop: threading.Event) -> dict | None:
+    """The replicas' /health answer once it comes through Ray's proxy; None on a signal or timeout."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline and not stop.is_set():
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own loopback URL
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own URL
                 if resp.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
+                    return json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError):
             pass
         stop.wait(0.2)
-    return False
+    return None
 
 
 def deploy_problem(exc: BaseException) -> str:
@@ -140,42 +149,106 @@ def join_problem(address: str, exc: ConnectionError) -> str:
     return f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0][:200]}){hint}"
 
 
-def run(args: argparse.Namespace, stop: threading.Event) -> int:
+def run(args: argparse.Namespace, options, stop: threading.Event, token: str | None) -> int:
     import ray
     from ray import serve
 
     from .app import APP_NAME, build_app
 
-    options = server_options(args)
     cpus_each = replica_cpus(args, _machine_cpus())
+    if not args.address:
+        check_port_free(args.host, args.port)
+    if stop.is_set():  # a signal while the model was checked: nothing started yet
+        return EXIT_OK
     try:
         ray.init(address=args.address or None, num_cpus=None if args.address else _machine_cpus(),
                  include_dashboard=False, logging_level="WARNING", log_to_driver=True)
     except ConnectionError as exc:  # only when joining: a local start has nothing to connect to
         raise ConfigError(join_problem(args.address, exc)) from None
     install_stop_handlers(stop)  # again: Ray's core worker replaced them with its own, which exits at once
+    deployed = False
     try:
+        if args.address and APP_NAME in serve.status().applications:
+            raise ConfigError(f"--address {args.address}: the cluster already runs an application named {APP_NAME} "
+                              "(serve deploy?); use it, or remove it with serve shutdown before starting this one")
         serve.start(http_options={"host": args.host, "port": args.port}, logging_config={"encoding": "TEXT"})
+        deployed = True
         app = build_app(options, replicas=args.replicas, num_cpus=cpus_each, num_gpus=args.num_gpus,
                         constructor_retries=args.replicas)
-        try:
-            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-        except Exception as exc:  # noqa: BLE001 - Ray wraps the replica's error in its own types
-            print(f"ERROR: the server could not start: {deploy_problem(exc)}", file=sys.stderr, flush=True)
+        problem = deploy_until_running_or_stopped(serve, app, APP_NAME, stop)
+        if stop.is_set():
+            return EXIT_OK
+        if problem:
+            print(f"ERROR: the server could not start: {problem}", file=sys.stderr, flush=True)
             return EXIT_CONFIG
-        host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-        url = f"http://{host}:{args.port}/"
-        if not wait_until_healthy(url + "health", stop):
+        url = f"http://{url_host(args.host)}:{proxy_port(args.port)}/"
+        health = wait_until_healthy(url + "health", stop)
+        if health is None:
             return EXIT_OK if stop.is_set() else _not_healthy(url)
+        if token and not health.get("auth"):
+            raise ConfigError("SERVE_TOKEN is set here, but the replicas run without it, so anyone could use the "
+                              "server: on a joined cluster, set SERVE_TOKEN in the environment of every node's "
+                              "ray start (or the pods' env)")
         print(f"ready: {url} serves {args.model} ({args.replicas} replica(s), {cpus_each:g} CPUs each, batch "
-              f"{options.batch_size}); point the block at it with --backend remote --inference-url {url}",
-              flush=True)
+              f"{options.batch_size}, auth {'on' if health.get('auth') else 'off'}); point the block at it with "
+              f"--backend remote --inference-url {url}", flush=True)
         stop.wait()
         print("stopping", flush=True)
         return EXIT_OK
     finally:
-        _leave(serve, APP_NAME, joined=bool(args.address))
+        if deployed:
+            _leave(serve, APP_NAME, joined=bool(args.address))
         ray.shutdown()  # the processes of a cluster this process started go with it
+
+
+def deploy_until_running_or_stopped(serve, app, app_name: str, stop: threading.Event) -> str:
+    """Deploy in a thread (a replica may load the model for minutes) while a signal can still stop
+    the start; "" once the application runs or a signal came, else the one-line problem."""
+    outcome: list[str] = []
+
+    def deploy() -> None:
+        try:
+            serve.run(app, name=app_name, route_prefix="/", blocking=False)
+            outcome.append("")
+        except Exception as exc:  # noqa: BLE001 - Ray wraps the replica's error in its own types
+            outcome.append(deploy_problem(exc))
+
+    threading.Thread(target=deploy, name="deploy", daemon=True).start()
+    while not outcome and not stop.wait(0.2):
+        pass
+    return outcome[0] if outcome else ""
+
+
+def proxy_port(asked: int) -> int:
+    """The port Serve's proxy listens on: on a joined cluster where Serve already ran, its own (Ray keeps
+    the first http_options and says so), else ``asked``."""
+    try:
+        from ray.serve.context import _get_global_client  # no public API tells the running proxy's port
+
+        port = _get_global_client().http_config.port
+    except Exception:  # noqa: BLE001 - an older or newer Ray: the port asked for
+        return asked
+    if port != asked:
+        print(f"WARNING: Serve already runs on this cluster and listens on port {port}; --port {asked} does not "
+              "apply", file=sys.stderr, flush=True)
+    return port
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Ray's proxy would fail to bind on its own and the start would only time out: say it now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror}); choose another "
+                              "port, or stop what uses it") from None
+
+
+def url_host(host: str) -> str:
+    """The host for the URL the block is told: loopback for every-interface, IPv6 in brackets."""
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"[{host}]" if ":" in host else host
 
 
 def _leave(serve, app_name: str, joined: bool) -> None:
@@ -214,13 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     # Replicas import serve.app and labeler: the workers Ray starts here inherit this path.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    token = os.environ.get("SERVE_TOKEN") or None
-    warn_if_exposed(args.host, token)
     stop = threading.Event()
     install_stop_handlers(stop)
     try:
-        check_model(args.model)
-        return run(args, stop)
+        options, token = server_options(args), read_token(os.environ)
+        warn_if_exposed(args.host, token)
+        check_model(args.model, args.max_body_mb)
+        return run(args, options, stop, token)
     except ConfigError as exc:
         print(f"ERROR: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG

@@ -33,11 +33,11 @@ from starlette.responses import JSONResponse
 from labeler.core import InferenceError, plural
 
 from .batching import Batcher
-from .options import ServerOptions, check_options, ongoing_requests_for, options_from_args
+from .options import (TOKEN_ENV, ServerOptions, check_body_limit, check_options, ongoing_requests_for,
+                      options_from_args, read_token)
 from .protocol import BadRequest, ClassifyRequest, answer, parse_request
 
 APP_NAME = "audio-labeler"
-TOKEN_ENV = "SERVE_TOKEN"
 STOP_GRACE_S = 5.0  # a stopping replica's requests in flight get this long (a CPU batch of AST takes seconds)
 logger = logging.getLogger("ray.serve")
 
@@ -87,7 +87,8 @@ class AudioClassifierServer:
         started = time.monotonic()
         self._engine = LocalClassifier(options.model, options.device, options.dtype, options.batch_size,
                                        replica_threads(options.threads), options.score_function)
-        self._options, self._token = options, os.environ.get(TOKEN_ENV) or None
+        self._options, self._token = options, read_token(os.environ)
+        check_body_limit(options.max_body_bytes, self._engine.model_input.heard_samples, options.model)
         self._classes = list(self._engine.class_names)
         self._inference = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._batcher = Batcher(self._classify_batch, options.batch_size, options.batch_wait_ms / 1000)
@@ -97,9 +98,17 @@ class AudioClassifierServer:
                     f"{time.monotonic() - started:.1f} s; auth {'on' if self._token else 'off'}")
 
     async def __call__(self, request: Request) -> JSONResponse:
+        try:
+            return await self._route(request)
+        except Exception as exc:  # noqa: BLE001 - a client gets one JSON line, never Ray's plain-text traceback
+            logger.error(f"{request.method} {request.url.path} failed: {type(exc).__name__}: {exc}")
+            return error(500, f"the server failed on this request ({type(exc).__name__})")
+
+    async def _route(self, request: Request) -> JSONResponse:
         path = request.url.path[len(request.scope.get("root_path", "")):] or "/"
-        if path.rstrip("/") == "/health":
-            return JSONResponse({"status": "ok", "model": self._options.model, "classes": len(self._classes)})
+        if path.rstrip("/") == "/health":  # "auth" lets python -m serve see that replicas got SERVE_TOKEN
+            return JSONResponse({"status": "ok", "model": self._options.model, "classes": len(self._classes),
+                                 "auth": self._token is not None})
         if path != "/":
             return error(404, f"no route {path}; POST / classifies audio, GET /health says whether it is up")
         if request.method != "POST":
@@ -127,6 +136,8 @@ class AudioClassifierServer:
             logits = await loop.run_in_executor(self._inference, self._engine.logits, [r.audio for r in requests])
         except InferenceError as exc:  # out of memory on one window: the rest of the batch is still answered
             problem = WindowFailed(503, f"inference failed: {exc}")
+            logger.warning(f"batch of {len(requests)} windows: {len(exc.failed or requests)} failed in "
+                           f"{(time.perf_counter() - started) * 1000:.0f} ms: {exc}")
             if exc.scores is None:
                 return [problem] * len(requests)
             logits, failed = exc.scores, dict.fromkeys(exc.failed or range(len(requests)), problem)

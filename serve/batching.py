@@ -27,8 +27,9 @@ class Batcher(Generic[Item, Result]):
     A batch closes when it holds ``max_batch`` items, or ``wait_s`` after its first item arrived, or
     at once when no other request is on its way (inside ``arriving()``, e.g. being read and decoded):
     a lone request pays no wait. ``run`` is awaited before the next batch forms. What ``run`` raises
-    reaches every caller of that batch, and the batcher goes on with the next. A caller that went away (its request cancelled)
-    is left out of the batch if it has not formed yet.
+    reaches every caller of that batch (as does a result missing, or the consumer being cancelled), and
+    the batcher goes on with the next. A caller that went away (its request cancelled) is left out of the
+    batch if it has not formed yet.
     """
 
     def __init__(self, run: Callable[[list[Item]], Awaitable[Sequence[Result]]], max_batch: int, wait_s: float):
@@ -64,11 +65,14 @@ class Batcher(Generic[Item, Result]):
             items, futures = [item for item, _ in batch], [future for _, future in batch]
             try:
                 results = await self._run(items)
+                if len(results) != len(items):
+                    raise RuntimeError(f"the batch of {len(items)} got {len(results)} results")
             except Exception as exc:  # noqa: BLE001 - each caller gets it; the consumer lives on
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
+                _fail(futures, exc)
                 continue
+            except BaseException:  # the consumer itself is cancelled (the replica stops): nobody waits forever
+                _fail(futures, RuntimeError("the server is stopping"))
+                raise
             for future, result in zip(futures, results):
                 if not future.done():
                     future.set_result(result)
@@ -95,3 +99,9 @@ class Batcher(Generic[Item, Result]):
                 break
             batch.append(getter.result())
         return [(item, future) for item, future in batch if not future.cancelled()]
+
+
+def _fail(futures: list[asyncio.Future], exc: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)

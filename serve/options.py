@@ -7,13 +7,14 @@ line parses, and ``--help`` answers, before Ray is imported).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
 from labeler.core import ConfigError
 from labeler.models import SCORE_FUNCTIONS
 
-from .protocol import DEFAULT_MAX_BODY_BYTES
+from .protocol import DEFAULT_MAX_BODY_BYTES, largest_block_body_bytes
 
 DEFAULT_BATCH_WAIT_MS = 10.0  # a batch waits this long for more windows once its first one arrives
 MAX_BATCH_WAIT_MS = 10_000.0
@@ -21,6 +22,8 @@ CPU_BATCH, GPU_BATCH = 8, 64  # the block's own defaults for --batch-size 0
 DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 DEVICES = ("auto", "cpu", "cuda")
 MIN_BODY_BYTES = 1024
+TOKEN_ENV = "SERVE_TOKEN"
+HEALTH_ROOM = 4  # requests beyond two full batches a replica takes, so /health never queues behind them
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,13 @@ def options_from_args(args: Mapping[str, object], app_name: str) -> ServerOption
     """A config file's ``args``: ServerOptions' fields, with ``max_body_mb`` in place of ``max_body_bytes``."""
     values = dict(args)
     if "max_body_mb" in values:
+        if "max_body_bytes" in values:
+            raise ConfigError("give max_body_mb or max_body_bytes, not both")
         megabytes = values.pop("max_body_mb")
-        if isinstance(megabytes, bool) or not isinstance(megabytes, (int, float)):
-            raise ConfigError(f"max_body_mb {megabytes!r} must be a number of megabytes")
+        if isinstance(megabytes, bool) or not isinstance(megabytes, (int, float)) or not math.isfinite(megabytes) \
+                or megabytes * 2**20 < MIN_BODY_BYTES:
+            raise ConfigError(f"max_body_mb {megabytes!r} must be a number of megabytes, at least "
+                              f"{MIN_BODY_BYTES / 2**20:g}")
         values["max_body_bytes"] = int(megabytes * 2**20)
     known = {f.name for f in fields(ServerOptions)}
     unknown = sorted(set(values) - known)
@@ -74,6 +81,24 @@ def options_from_args(args: Mapping[str, object], app_name: str) -> ServerOption
 
 
 def ongoing_requests_for(batch_size: int) -> int:
-    """Requests a replica takes at once: a full batch running, the next one forming, and room for /health.
-    Ray's default of 5 would cap every batch at 5."""
-    return 2 * batch_size
+    """Requests a replica takes at once: a full batch running, the next one forming, and room for /health
+    beside them (the block's default 16 in flight fill 2 x 8). Ray's default of 5 would cap every batch at 5."""
+    return 2 * batch_size + HEALTH_ROOM
+
+
+def check_body_limit(max_body_bytes: int, heard_samples: int, model: str) -> None:
+    """A limit below what the block sends for one window of the model would refuse every window with 413."""
+    needed = largest_block_body_bytes(heard_samples)
+    if max_body_bytes < needed:
+        raise ConfigError(f"--max-body-mb (max_body_mb) {max_body_bytes / 2**20:.3g} is below the "
+                          f"{needed / 2**20:.2f} MB the block sends for one window of {model}; raise it")
+
+
+def read_token(environ: Mapping[str, str]) -> str | None:
+    """``SERVE_TOKEN`` as clients send it: surrounding whitespace dropped (a Secret made from a file
+    ends in a newline); None when unset or blank. A control character inside is refused by name."""
+    token = (environ.get(TOKEN_ENV) or "").strip()
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in token):
+        raise ConfigError(f"{TOKEN_ENV} holds a control character, which no client can send in a header; "
+                          "set it to printable text")
+    return token or None

@@ -70,7 +70,7 @@ def parse_request(body: bytes, content_type: str) -> ClassifyRequest:
 def _json_object(body: bytes) -> dict:
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested thousands deep
         raise BadRequest(400, f"the body is not JSON ({type(exc).__name__}); send JSON with a base64 \"inputs\" "
                               "or an audio file with an audio/* content type") from None
     if not isinstance(payload, dict):

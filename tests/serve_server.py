@@ -91,10 +91,15 @@ class ServeProcess:
         self._lock = threading.Lock()
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> ServeProcess:
+    def launch(self) -> ServeProcess:
+        """Start the process without waiting for it to be ready."""
         self.proc = subprocess.Popen(self._command, cwd=ROOT, env=self._environ, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, errors="replace")
         threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def start(self) -> ServeProcess:
+        self.launch()
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if any("ready" in line.text and line.text.startswith("ready") for line in self.snapshot()):
@@ -125,6 +130,14 @@ class ServeProcess:
             if match and line.at >= since:
                 found.append(Batch(line.at, int(match[1]), match[2], int(match[3])))
         return found
+
+    def session_dir(self) -> Path:
+        """The folder of this server's Ray session (its logs), from the raylet's command line."""
+        for pid in children_of(self.proc.pid):
+            found = re.search(r"--session[-_]dir=(\S+)", command_line(pid))
+            if found:
+                return Path(found[1])
+        raise RuntimeError("no raylet among the server's processes")
 
     def replica_pids(self) -> list[int]:
         return sorted(pid for pid in children_of(self.proc.pid) if REPLICA_PROCESS in command_line(pid))

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import signal
+import socket
 import shutil
 import subprocess
 import sys
@@ -172,15 +173,19 @@ def test_the_right_token_gets_every_class_best_first(trained_server):
     assert answer[0]["label"] == "Dog"
 
 
-def test_the_token_never_appears_in_the_servers_output(trained_server):
+def test_the_token_never_appears_in_the_servers_output_or_rays_log_files(trained_server):
     post(trained_server, body(tone(DOG_HZ, 1, 16000)))
     post(trained_server, body(tone(DOG_HZ, 1, 16000)), token="wrong-token")
     assert SERVE_TOKEN not in trained_server.text()
+    logs = [path for path in (trained_server.session_dir() / "logs").rglob("*") if path.is_file()]
+    assert any("replica_" in path.name for path in logs)  # the replica's own log (access lines) is among them
+    assert not [path for path in logs if SERVE_TOKEN.encode() in path.read_bytes()]
 
 
 @pytest.mark.parametrize("data, content_type, status", [
     (b"", "application/json", 400),
     (b"{not json", "application/json", 400),
+    (b"[" * 100_000, "application/json", 400),  # nested deeper than the JSON parser recurses
     (json.dumps({"inputs": "!!!"}).encode(), "application/json", 400),
     (b"RIFF\x00\x00garbage", "audio/wav", 400),
     (b"\x00" * (2 * 2**20), "audio/wav", 413),  # over --max-body-mb 1
@@ -254,10 +259,10 @@ def test_under_the_blocks_concurrency_batches_are_at_least_half_full(slow_server
     assert np.mean(sizes) >= min(BLOCK_CONCURRENCY, MAX_BATCH) / 2, sizes
 
 
-def test_health_answers_while_a_batch_runs(slow_server):
-    windows = [noise(10.24, 16000, seed=i) for i in range(MAX_BATCH)]
+def test_health_answers_while_a_batch_runs_and_the_blocks_requests_fill_the_replica(slow_server):
+    windows = [noise(10.24, 16000, seed=i) for i in range(BLOCK_CONCURRENCY)]  # two full batches
     since = time.monotonic()
-    with cf.ThreadPoolExecutor(MAX_BATCH) as pool:
+    with cf.ThreadPoolExecutor(BLOCK_CONCURRENCY) as pool:
         sent = [pool.submit(lambda w: (post(slow_server, body(w)), time.monotonic()), w) for w in windows]
         time.sleep(0.3)  # the batch has formed (10 ms) and runs for about a second
         asked = time.monotonic()
@@ -305,7 +310,8 @@ def test_a_killed_replica_is_replaced_and_the_run_loses_nothing(trained_ast, stu
         assert "at" in killed
         assert result.code == 0, result.err
         assert labels_of(studio) == expected
-        replaced = wait_for(lambda: len(server.replica_pids()) == 2 and len(set(server.replica_pids()) - set(first)) == 1)
+        replaced = wait_for(lambda: len(server.replica_pids()) == 2
+                            and len(set(server.replica_pids()) - set(first)) == 1)
         with capsys.disabled():
             print(f"\nreplica replaced {replaced - killed['at']:.1f} s after it was killed")
         assert not alive(first[0])
@@ -338,6 +344,19 @@ def test_a_signal_stops_the_server_and_every_ray_process_it_started(trained_ast,
         server.kill()
 
 
+@pytest.mark.parametrize("after_s", [1.0, 6.0])
+def test_a_signal_while_it_starts_stops_it_within_10_s(trained_ast, after_s):
+    """At 1 s the model is being checked; at 6 s Ray is starting or the replica loading the model."""
+    server = ServeProcess(trained_ast.path, "--dtype", "float32").launch()
+    try:
+        time.sleep(after_s)
+        took, left = server.stop(signal.SIGTERM)
+        assert took <= STOP_LIMIT_S, server.text()[-2000:]
+        assert not left, [command_line(pid) for pid in left]
+    finally:
+        server.kill()
+
+
 def test_without_serve_token_it_warns_that_requests_need_no_token(trained_ast):
     server = ServeProcess(trained_ast.path, "--dtype", "float32", "--host", "0.0.0.0")
     try:
@@ -349,26 +368,20 @@ def test_without_serve_token_it_warns_that_requests_need_no_token(trained_ast):
         server.kill()
 
 
-def test_a_joined_cluster_keeps_running_when_the_server_stops(trained_ast):
+@pytest.fixture(scope="module")
+def joined_cluster():
+    """A cluster started apart from any server (``ray start``), with Ray 2.60's token auth on; its
+    nodes were started without SERVE_TOKEN. Yields (address, its daemons' pids)."""
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # Ray's socket paths must stay short
     port = free_port()
-    # Token auth on, as a cluster of Ray 2.60 has it by default; the server reads the same token file.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "token"}
+    env = {k: v for k, v in os.environ.items() if k != "SERVE_TOKEN"}
+    env.update({"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "token"})
     ray_cli = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
     subprocess.run(ray_cli + ["start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
                               f"--temp-dir={temp_dir}"], env=env, check=True, capture_output=True, timeout=120)
     daemons = {pid for pid in all_pids() if temp_dir in command_line(pid)}  # gcs_server, raylet, ...
     try:
-        assert daemons
-        server = ServeProcess(trained_ast.path, "--dtype", "float32", "--address", f"127.0.0.1:{port}",
-                              env={"RAY_AUTH_MODE": "token"})
-        try:
-            server.start()
-            took, _ = server.stop(signal.SIGTERM)
-            assert server.proc.returncode == 0 and took <= STOP_LIMIT_S
-        finally:
-            server.kill()
-        assert all(alive(pid) for pid in daemons)
+        yield f"127.0.0.1:{port}", daemons
     finally:  # never `ray stop`: it stops every Ray cluster on the machine
         for pid in daemons | {child for pid in daemons for child in children_of(pid)}:
             try:
@@ -376,6 +389,52 @@ def test_a_joined_cluster_keeps_running_when_the_server_stops(trained_ast):
             except OSError:
                 pass
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def join(address: str, model, token: str | None = None) -> ServeProcess:
+    return ServeProcess(model, "--dtype", "float32", "--address", address, token=token,
+                        env={"RAY_AUTH_MODE": "token"})
+
+
+def run_to_exit(server: ServeProcess, timeout_s: float = 240.0) -> subprocess.CompletedProcess:
+    return subprocess.run(server._command, cwd=ROOT, env=server._environ, capture_output=True, text=True,
+                          timeout=timeout_s)
+
+
+def test_a_joined_cluster_keeps_running_when_the_server_stops(trained_ast, joined_cluster):
+    address, daemons = joined_cluster
+    assert daemons
+    server = join(address, trained_ast.path)
+    try:
+        server.start()
+        took, _ = server.stop(signal.SIGTERM)
+        assert server.proc.returncode == 0 and took <= STOP_LIMIT_S
+    finally:
+        server.kill()
+    assert all(alive(pid) for pid in daemons)
+
+
+def test_a_token_the_clusters_replicas_do_not_see_stops_the_start(trained_ast, joined_cluster):
+    """SERVE_TOKEN set for the server but not on the cluster's nodes would serve without auth."""
+    proc = run_to_exit(join(joined_cluster[0], trained_ast.path, token=SERVE_TOKEN))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    assert proc.returncode == 2
+    assert errors == ["ERROR: SERVE_TOKEN is set here, but the replicas run without it, so anyone could use the "
+                      "server: on a joined cluster, set SERVE_TOKEN in the environment of every node's ray start "
+                      "(or the pods' env)"]
+    assert "ready" not in proc.stdout and SERVE_TOKEN not in proc.stdout + proc.stderr
+
+
+def test_an_application_already_on_the_cluster_is_neither_replaced_nor_removed(trained_ast, joined_cluster):
+    first = join(joined_cluster[0], trained_ast.path)
+    try:
+        first.start()
+        proc = run_to_exit(join(joined_cluster[0], trained_ast.path))
+        assert proc.returncode == 2
+        assert "the cluster already runs an application named audio-labeler" in proc.stderr.splitlines()[-1]
+        assert requests.get(first.url + "health", timeout=10).status_code == 200  # still serving
+    finally:
+        first.kill()
 
 
 def all_pids() -> list[int]:
@@ -395,6 +454,30 @@ def test_a_model_it_cannot_serve_exits_2_with_one_line(tmp_path, make, says):
     assert proc.returncode == 2
     assert len(errors) == 1 and says in errors[0], proc.stderr[-3000:]
     assert "Traceback" not in errors[0]
+
+
+def test_a_port_in_use_exits_2_naming_it(trained_ast):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "serve", "--model", str(trained_ast.path), "--port", str(port)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1].startswith(f"ERROR: --port {port}: cannot listen on 127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["--device", "cuda"], {}, "ERROR: --device cuda needs --num-gpus 1 (or more)"),
+    (["--max-body-mb", "0.02"], {}, "ERROR: --max-body-mb (max_body_mb) 0.02 is below the 0.05 MB"),
+    ([], {"SERVE_TOKEN": "token\twith a tab"}, "ERROR: SERVE_TOKEN holds a control character"),
+])
+def test_what_would_fail_every_request_exits_2_before_ray_starts(trained_ast, args, env, says):
+    proc = subprocess.run([sys.executable, "-m", "serve", "--model", str(trained_ast.path), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1].startswith(says)
 
 
 @pytest.mark.parametrize("flag, value, says", [

@@ -121,6 +121,31 @@ def test_a_caller_that_went_away_is_left_out_of_the_batch():
     assert asyncio.run(scenario()) == (0, 4, [[0], [2]])
 
 
+def test_a_run_that_returns_too_few_results_fails_every_caller_instead_of_leaving_one_waiting():
+    async def short(items):
+        return [2 * item for item in items[:-1]]
+
+    async def scenario():
+        batcher = Batcher(short, max_batch=3, wait_s=0.0)
+        return await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in range(3)),
+                                                     return_exceptions=True), 2.0)
+
+    outcomes = asyncio.run(scenario())
+    assert [str(o) for o in outcomes] == ["the batch of 3 got 2 results"] * 3
+
+
+def test_callers_of_a_running_batch_are_failed_when_the_consumer_is_cancelled():
+    async def scenario():
+        model = SlowDouble(run_s=10.0)
+        batcher = Batcher(model, max_batch=2, wait_s=0.0)
+        waiting = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.05)
+        batcher._consumer.cancel()  # what stopping the replica's event loop does
+        return await asyncio.wait_for(asyncio.gather(waiting, return_exceptions=True), 2.0)
+
+    assert [str(o) for o in asyncio.run(scenario())] == ["the server is stopping"]
+
+
 @pytest.mark.parametrize("max_batch, wait_s", [(0, 0.01), (4, -1.0)])
 def test_impossible_settings_are_refused(max_batch, wait_s):
     with pytest.raises(ValueError, match="max_batch"):

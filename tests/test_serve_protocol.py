@@ -68,6 +68,7 @@ def test_a_window_shorter_than_one_frame_is_padded_to_one():
     (b"", "audio/flac", 400, "empty body"),
     (b"not json at all", "application/json", 400, "not JSON"),
     (b"[1, 2]", "application/json", 400, "must be an object"),
+    (b"[" * 100_000, "application/json", 400, "not JSON (RecursionError)"),
     (json.dumps({"inputs": "%%%not base64%%%"}).encode(), "application/json", 400, "not valid base64"),
     (json.dumps({"inputs": 12}).encode(), "application/json", 400, "base64 string"),
     (json.dumps({"parameters": {}}).encode(), "application/json", 400, "base64 string"),

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..audio import MODEL_RATE_HZ
 from ..core import ConfigError, InferenceError, log
-from ..models import apply_score_function, check_classifier, model_input, score_function
+from ..models import ModelInput, apply_score_function, check_classifier, model_input, score_function
 from .features import ExtractorFeatures, TorchFbank, batch_runs
 from .precision import BF16_FLAGS, choose_cpu_dtype, cpu_flags, rows_seen
 
@@ -253,9 +253,10 @@ def model_source(model: str) -> str:
     return os.path.expanduser(model) if looks_local else locate(model)
 
 
-def check_model_files(model: str) -> None:
+def check_model_files(model: str) -> ModelInput:
     """Every refusal ``LocalClassifier`` would make from the model's config and feature extractor,
-    without loading its weights (a server checks before it starts replicas); ConfigError as there."""
+    without loading its weights (a server checks before it starts replicas); ConfigError as there.
+    Returns how much of a window the model hears."""
     from transformers import AutoConfig
 
     source = model_source(model)
@@ -265,8 +266,8 @@ def check_model_files(model: str) -> None:
     except Exception as exc:  # noqa: BLE001 - as _load_model: a corrupt file raises anything
         raise ConfigError(f"--model {model}: cannot load it as an audio classifier: {_load_problem(exc)}") from None
     _refuse_what_cannot_run(model, extractor, config)
-    model_input(extractor.to_dict(), model)
     score_function("auto", config.to_dict(), model)
+    return model_input(extractor.to_dict(), model)
 
 
 def _load_model(model: str, path: str, dtype, device: str):
