@@ -260,20 +260,22 @@ def test_under_the_blocks_concurrency_batches_are_at_least_half_full(slow_server
 
 
 def test_health_answers_while_a_batch_runs_and_the_blocks_requests_fill_the_replica(slow_server):
-    windows = [noise(10.24, 16000, seed=i) for i in range(BLOCK_CONCURRENCY)]  # two full batches
+    """16 windows take two or three batches of about a second; /health, asked half a second in, is
+    answered at once, while at least one more batch still has to run."""
+    windows = [noise(10.24, 16000, seed=i) for i in range(BLOCK_CONCURRENCY)]
     since = time.monotonic()
     with cf.ThreadPoolExecutor(BLOCK_CONCURRENCY) as pool:
         sent = [pool.submit(lambda w: (post(slow_server, body(w)), time.monotonic()), w) for w in windows]
-        time.sleep(0.3)  # the batch has formed (10 ms) and runs for about a second
+        time.sleep(0.5)
         asked = time.monotonic()
         health = requests.get(slow_server.url + "health", timeout=10)
         answered = time.monotonic()
         finished = [future.result() for future in sent]
     time.sleep(1.0)
     assert health.status_code == 200 and all(resp.status_code == 200 for resp, _ in finished)
-    assert answered < min(at for _, at in finished)  # answered before the batch's windows were
-    assert answered - asked < 0.3
-    assert max(b.ms for b in slow_server.batches(since)) >= 600  # while a batch ran that long
+    assert answered - asked < 0.5
+    assert max(at for _, at in finished) - answered > 0.5  # windows were still being classified
+    assert max(b.ms for b in slow_server.batches(since)) >= 600  # in batches that long
 
 
 # --- replicas ------------------------------------------------------------------------------------
