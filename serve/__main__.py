@@ -12,6 +12,7 @@ May import: ``serve.options``, ``serve.protocol``, ``serve.app`` (with Ray, insi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from labeler.core import ConfigError
@@ -160,14 +162,17 @@ def run(args: argparse.Namespace, options, stop: threading.Event, token: str | N
         check_port_free(args.host, args.port)
     if stop.is_set():  # a signal while the model was checked: nothing started yet
         return EXIT_OK
-    try:
-        ray.init(address=args.address or None, num_cpus=None if args.address else _machine_cpus(),
-                 include_dashboard=False, logging_level="WARNING", log_to_driver=True)
-    except ConnectionError as exc:  # only when joining: a local start has nothing to connect to
-        raise ConfigError(join_problem(args.address, exc)) from None
-    install_stop_handlers(stop)  # again: Ray's core worker replaced them with its own, which exits at once
+    with signals_held():  # Ray's own SIGTERM handler, set in ray.init, would exit at once and strand its daemons
+        try:
+            ray.init(address=args.address or None, num_cpus=None if args.address else _machine_cpus(),
+                     include_dashboard=False, logging_level="WARNING", log_to_driver=True)
+        except ConnectionError as exc:  # only when joining: a local start has nothing to connect to
+            raise ConfigError(join_problem(args.address, exc)) from None
+        install_stop_handlers(stop)  # ours again, before a signal held meanwhile is let through
     deployed = False
     try:
+        if stop.is_set():  # a signal came while Ray started
+            return EXIT_OK
         if args.address and APP_NAME in serve.status().applications:
             raise ConfigError(f"--address {args.address}: the cluster already runs an application named {APP_NAME} "
                               "(serve deploy?); use it, or remove it with serve shutdown before starting this one")
@@ -260,6 +265,17 @@ def _leave(serve, app_name: str, joined: bool) -> None:
             serve.shutdown()
     except Exception as exc:  # noqa: BLE001 - stopping goes on; ray.shutdown still ends our own cluster
         print(f"WARNING: could not remove the application cleanly ({type(exc).__name__})", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (the kernel keeps them pending) until the block ends, then arrive."""
+    stopping = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
 
 
 def install_stop_handlers(stop: threading.Event) -> None:

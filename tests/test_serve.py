@@ -13,6 +13,7 @@ import concurrent.futures as cf
 import io
 import json
 import os
+import re
 import signal
 import socket
 import shutil
@@ -431,10 +432,12 @@ def test_an_application_already_on_the_cluster_is_neither_replaced_nor_removed(t
     first = join(joined_cluster[0], trained_ast.path)
     try:
         first.start()
+        ready = next(line.text for line in first.snapshot() if line.text.startswith("ready"))
+        url = re.search(r"ready: (\S+)", ready)[1]  # the cluster's proxy port, which may not be first.port
         proc = run_to_exit(join(joined_cluster[0], trained_ast.path))
         assert proc.returncode == 2
         assert "the cluster already runs an application named audio-labeler" in proc.stderr.splitlines()[-1]
-        assert requests.get(first.url + "health", timeout=10).status_code == 200  # still serving
+        assert requests.get(url + "health", timeout=10).status_code == 200  # still serving
     finally:
         first.kill()
 
