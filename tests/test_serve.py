@@ -44,6 +44,9 @@ TOLERANCE = 1e-4
 MAX_BATCH = 8
 BLOCK_CONCURRENCY = 16  # the block's default --concurrency
 STOP_LIMIT_S = 10.0
+# A signal while ray.init runs is held until Ray is up (its own handler would strand its agents), so
+# during the start, Ray's start time (3 s idle here, 5 s or more under load) comes on top.
+STARTING_STOP_LIMIT_S = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -348,13 +351,13 @@ def test_a_signal_stops_the_server_and_every_ray_process_it_started(trained_ast,
 
 
 @pytest.mark.parametrize("after_s", [1.0, 6.0])
-def test_a_signal_while_it_starts_stops_it_within_10_s(trained_ast, after_s):
+def test_a_signal_while_it_starts_stops_it_and_every_ray_process(trained_ast, after_s):
     """At 1 s the model is being checked; at 6 s Ray is starting or the replica loading the model."""
     server = ServeProcess(trained_ast.path, "--dtype", "float32").launch()
     try:
         time.sleep(after_s)
         took, left = server.stop(signal.SIGTERM)
-        assert took <= STOP_LIMIT_S, server.text()[-2000:]
+        assert took <= STARTING_STOP_LIMIT_S, server.text()[-2000:]
         assert not left, [command_line(pid) for pid in left]
     finally:
         server.kill()
