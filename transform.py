@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from labeler.classifiers import BackendOptions, Classifier, build_classifier, warn_if_windows_are_longer_than_heard
-from labeler.classifiers.local import DTYPES
+from labeler.classifiers.local import DEVICES, DTYPES
 from labeler.classifiers.remote import DEFAULT_CONCURRENCY, DEFAULT_INFERENCE_URL, DEFAULT_MAX_WAIT_S
 from labeler.core import (COMBINE_RULES, DEFAULT_COMBINE, DEFAULT_LABEL_MODE, LABEL_MODES, ConfigError,
                           SampleOutcome, Settings, check_writable_folder, clean_keys, log, plural, set_secrets)
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"full POST URL for --backend remote (default {DEFAULT_INFERENCE_URL})")
     p.add_argument("--concurrency", type=_int_range("--concurrency", 1, 256), default=DEFAULT_CONCURRENCY,
                    help="inference requests in flight (remote backend)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+    p.add_argument("--device", choices=DEVICES, default="auto",
                    help="local backend: where the model runs (auto: CUDA when present)")
     p.add_argument("--dtype", choices=DTYPES, default="auto",
                    help="local backend precision (auto: bf16 or fp16 on GPUs; on a CPU bf16 only where it measures "

@@ -52,9 +52,10 @@ def _in_range(name: str, low: float, high: float, whole: bool = False):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    from labeler.classifiers.local import DEVICES, DTYPES
     from labeler.models import SCORE_FUNCTIONS
 
-    from .options import DEFAULT_BATCH_WAIT_MS, DEVICES, DTYPES, MAX_BATCH_WAIT_MS
+    from .options import DEFAULT_BATCH_WAIT_MS, MAX_BATCH_WAIT_MS
     from .protocol import DEFAULT_MAX_BODY_BYTES
 
     p = argparse.ArgumentParser(prog="python -m serve", description=__doc__.split("\n\n")[0])
@@ -83,7 +84,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def server_options(args: argparse.Namespace):
-    from .options import CPU_BATCH, GPU_BATCH, ServerOptions
+    from labeler.classifiers.local import CPU_BATCH, GPU_BATCH
+
+    from .options import ServerOptions
 
     if args.device == "cuda" and not args.num_gpus:
         raise ConfigError("--device cuda needs --num-gpus 1 (or more): Ray shows a replica only the GPUs it was given")

@@ -1,8 +1,9 @@
 """What a replica loads and how it batches, checked the same way whether it comes from
 ``python -m serve``'s flags or a Serve config file's ``args`` (which arrive untyped).
 
-May import: ``serve.protocol``, ``labeler.core``, ``labeler.models`` (pure; no Ray, so the command
-line parses, and ``--help`` answers, before Ray is imported).
+May import: ``serve.protocol``, ``labeler.core``, ``labeler.models``, ``labeler.classifiers.local`` (its
+choices and defaults; torch loads only when a model does). Pure: no Ray, so the command line parses,
+and ``--help`` answers, before Ray is imported.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from labeler.classifiers.local import CPU_BATCH, DEVICES, DTYPES
 from labeler.core import ConfigError
 from labeler.models import SCORE_FUNCTIONS
 
@@ -18,9 +20,6 @@ from .protocol import DEFAULT_MAX_BODY_BYTES, largest_block_body_bytes
 
 DEFAULT_BATCH_WAIT_MS = 10.0  # a batch waits this long for more windows once its first one arrives
 MAX_BATCH_WAIT_MS = 10_000.0
-CPU_BATCH, GPU_BATCH = 8, 64  # the block's own defaults for --batch-size 0
-DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
-DEVICES = ("auto", "cpu", "cuda")
 MIN_BODY_BYTES = 1024
 TOKEN_ENV = "SERVE_TOKEN"
 HEALTH_ROOM = 4  # requests beyond two full batches a replica takes, so /health never queues behind them

@@ -26,6 +26,8 @@ from .features import ExtractorFeatures, TorchFbank, batch_runs
 from .precision import BF16_FLAGS, choose_cpu_dtype, cpu_flags, rows_seen
 
 DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
+DEVICES = ("auto", "cpu", "cuda")
+CPU_BATCH, GPU_BATCH = 8, 64  # windows per forward pass when --batch-size is 0
 REMOTE_CODE_REFUSED = ("it needs its repository's own Python code (trust_remote_code), which the block never runs; "
                        "choose a model that transformers runs without it")
 # torch's CPU allocator says "can't allocate memory" (errno 12 "Cannot allocate memory"); CUDA raises OutOfMemoryError.
@@ -99,7 +101,7 @@ class LocalClassifier:
         self.score_function = score_function(score, self._model.config.to_dict(), model)
         self.model_input = model_input(self._extractor.to_dict(), model)
         self.class_names = [id2label[i] for i in range(len(id2label))]
-        self.batch_size = batch_size or (64 if self.device == "cuda" else 8)
+        self.batch_size = batch_size or (GPU_BATCH if self.device == "cuda" else CPU_BATCH)
         self.preferred_batch, self.parallel_groups = self.batch_size, 1  # torch already uses every core
         self._int8 = self.int8_path = None
         self._build_features()
