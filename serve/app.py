@@ -84,9 +84,9 @@ class AudioClassifierServer:
         from labeler.classifiers.local import LocalClassifier
 
         check_options(options)
-        started = time.monotonic()
-        self._engine = LocalClassifier(options.model, options.device, options.dtype, options.batch_size,
-                                       replica_threads(options.threads), options.score_function)
+        started, threads = time.monotonic(), replica_threads(options.threads)
+        self._engine = LocalClassifier(options.model, options.device, options.dtype, options.batch_size, threads,
+                                       options.score_function)
         self._options, self._token = options, read_token(os.environ)
         check_body_limit(options.max_body_bytes, self._engine.model_input.heard_samples, options.model)
         self._classes = list(self._engine.class_names)
@@ -94,7 +94,7 @@ class AudioClassifierServer:
         self._batcher = Batcher(self._classify_batch, options.batch_size, options.batch_wait_ms / 1000)
         logger.info(f"loaded {options.model} on {self._engine.device} ({self._engine.dtype_name}, "
                     f"{len(self._classes)} classes, {self._engine.score_function} by default, batch "
-                    f"{options.batch_size}, {plural(replica_threads(options.threads), 'thread')}) in "
+                    f"{options.batch_size}, {plural(threads, 'thread')}) in "
                     f"{time.monotonic() - started:.1f} s; auth {'on' if self._token else 'off'}")
 
     async def __call__(self, request: Request) -> JSONResponse:

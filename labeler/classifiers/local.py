@@ -264,7 +264,7 @@ def check_model_files(model: str) -> ModelInput:
     source = model_source(model)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)
-        extractor, _ = _from_pretrained(source, None, weights=False)
+        extractor = _extractor_from(source)
     except Exception as exc:  # noqa: BLE001 - as _load_model: a corrupt file raises anything
         raise ConfigError(f"--model {model}: cannot load it as an audio classifier: {_load_problem(exc)}") from None
     _refuse_what_cannot_run(model, extractor, config)
@@ -293,15 +293,19 @@ def _load_model(model: str, path: str, dtype, device: str):
     return extractor, network.to(device).eval()
 
 
-def _from_pretrained(path: str, dtype, weights: bool = True):
-    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+def _from_pretrained(path: str, dtype):
+    from transformers import AutoModelForAudioClassification
+
+    return _extractor_from(path), AutoModelForAudioClassification.from_pretrained(path, dtype=dtype,
+                                                                                  trust_remote_code=False)
+
+
+def _extractor_from(path: str):
+    from transformers import AutoFeatureExtractor
 
     with warnings.catch_warnings():  # the reference mel table has empty filters by design
         warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
-        extractor = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=False)  # never run hub code
-    if not weights:
-        return extractor, None
-    return extractor, AutoModelForAudioClassification.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+        return AutoFeatureExtractor.from_pretrained(path, trust_remote_code=False)  # never run hub code
 
 
 def _load_problem(exc: Exception) -> str:
