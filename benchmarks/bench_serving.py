@@ -48,7 +48,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -70,6 +69,8 @@ from common import emit, run_block_timed  # noqa: E402
 from audio import concat  # noqa: E402
 from labeler.audio import encode_audio_16k  # noqa: E402
 from labeler.classifiers import local  # noqa: E402
+from serve.options import DEFAULT_BATCH_WAIT_MS  # noqa: E402 - the server's own default
+from serve_client import free_port  # noqa: E402
 from studio_emulator import EmuSample, StudioEmulator  # noqa: E402
 
 KEY = "ei_serving_bench"
@@ -86,7 +87,6 @@ READY_LINE = re.compile(r"^ready\b", re.MULTILINE)
 # Overhead half: the stub deployment is shaped like the real server's.
 STUB_MAX_BATCH = 16
 STUB_MAX_ONGOING = 32
-DEFAULT_STUB_BATCH_WAIT_MS = 10.0  # @serve.batch's own default (batch_wait_timeout_s=0.01)
 CONCURRENCIES = (1, 16)
 DEFAULT_OVERHEAD_REQUESTS = 400  # per setting and server, after a warm-up of 2 per client
 TARGET_ADDED_P50_MS = 10.0
@@ -127,12 +127,6 @@ def block_in_child(model_dir: Path, n_windows: int, backend_argv: list[str]) -> 
 
 
 # ---------------------------------------------------------------- server processes
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -324,7 +318,7 @@ def serve_stub_plain(port: int) -> None:
 
 
 def serve_stub_ray(port: int, batch_wait_ms: float, threads: int) -> None:
-    """The stub behind Ray Serve (one replica, @serve.batch), until SIGTERM."""
+    """The stub behind Ray Serve (one replica, batched by serve.batching.Batcher), until SIGTERM."""
     import ray
     from ray import serve
     from starlette.responses import Response
@@ -461,7 +455,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--windows", type=int, default=DEFAULT_WINDOWS, help="windows per throughput contender")
     p.add_argument("--toolkit-venv", default=DEFAULT_TOOLKIT_VENV, help="venv with huggingface-inference-toolkit")
     p.add_argument("--serve-args", default="", help="more arguments for python -m serve (e.g. '--batch-size 4')")
-    p.add_argument("--batch-wait-ms", type=float, default=DEFAULT_STUB_BATCH_WAIT_MS,
+    p.add_argument("--batch-wait-ms", type=float, default=DEFAULT_BATCH_WAIT_MS,
                    help="the Serve stub's batch wait (serve.batching.Batcher)")
     p.add_argument("--overhead-requests", type=int, default=DEFAULT_OVERHEAD_REQUESTS)
     p.add_argument("--repeats", type=int, default=DEFAULT_REPEATS, help="tries per contender; the best is reported")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -15,16 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from serve_client import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 180.0  # Ray's start plus the model's load, on a loaded 2-vCPU machine
 BATCH_RE = re.compile(r"batch of (\d+) windows \(([^)]*)\) in (\d+) ms")
 REPLICA_PROCESS = "ServeReplica:audio-labeler:AudioClassifier"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)

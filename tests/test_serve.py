@@ -35,7 +35,8 @@ from labeler.audio import encode_audio_16k
 from labeler.classifiers import BackendOptions, build_classifier
 from labeler.classifiers.local import LocalClassifier
 from labeler.models import apply_score_function
-from serve_server import ServeProcess, alive, children_of, command_line, free_port
+from serve_client import free_port
+from serve_server import ServeProcess, alive, children_of, command_line
 from studio_emulator import EmuSample
 from tiny_models import LABELS, label_maps, make_tiny_ctc
 
