@@ -28,7 +28,7 @@ from pathlib import Path
 
 from labeler.core import ConfigError
 
-from .options import check_body_limit, read_token
+from .options import ServerOptions, check_body_limit, read_token
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -83,10 +83,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def server_options(args: argparse.Namespace):
+def server_options(args: argparse.Namespace) -> ServerOptions:
     from labeler.classifiers.local import CPU_BATCH, GPU_BATCH
-
-    from .options import ServerOptions
 
     if args.device == "cuda" and not args.num_gpus:
         raise ConfigError("--device cuda needs --num-gpus 1 (or more): Ray shows a replica only the GPUs it was given")
@@ -102,15 +100,15 @@ def warn_if_exposed(host: str, token: str | None) -> None:
               "Authorization: Bearer <token>", file=sys.stderr, flush=True)
 
 
-def check_model(model: str, max_body_mb: float) -> None:
+def check_model(options: ServerOptions) -> None:
     """Before Ray starts, from the model's config and extractor (not its weights): a missing folder, a
     hub id with no hub and no cached copy, a model the block refuses, or a body limit below one of its
     windows fails in seconds, in one line (a replica's own failure reaches this process only as Ray's
     wrapped text)."""
     from labeler.classifiers.local import check_model_files
 
-    heard = check_model_files(model)
-    check_body_limit(int(max_body_mb * 2**20), heard.heard_samples, model)
+    heard = check_model_files(options.model)
+    check_body_limit(options.max_body_bytes, heard.heard_samples, options.model)
 
 
 def wait_until_healthy(url: str, stop: threading.Event) -> dict | None:
@@ -154,20 +152,21 @@ def join_problem(address: str, exc: ConnectionError) -> str:
     return f"--address {address}: cannot join the Ray cluster ({str(exc).splitlines()[0][:200]}){hint}"
 
 
-def run(args: argparse.Namespace, options, stop: threading.Event, token: str | None) -> int:
+def run(args: argparse.Namespace, options: ServerOptions, stop: threading.Event, token: str | None) -> int:
     import ray
     from ray import serve
 
     from .app import APP_NAME, build_app
 
-    cpus_each = replica_cpus(args, _machine_cpus())
+    machine_cpus = _machine_cpus()
+    cpus_each = replica_cpus(args, machine_cpus)
     if not args.address:
         check_port_free(args.host, args.port)
     if stop.is_set():  # a signal while the model was checked: nothing started yet
         return EXIT_OK
     with signals_held():  # Ray's own SIGTERM handler, set in ray.init, would exit at once and strand its daemons
         try:
-            ray.init(address=args.address or None, num_cpus=None if args.address else _machine_cpus(),
+            ray.init(address=args.address or None, num_cpus=None if args.address else machine_cpus,
                      include_dashboard=False, logging_level="WARNING", log_to_driver=True)
         except ConnectionError as exc:  # only when joining: a local start has nothing to connect to
             raise ConfigError(join_problem(args.address, exc)) from None
@@ -311,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         options, token = server_options(args), read_token(os.environ)
         warn_if_exposed(args.host, token)
-        check_model(args.model, args.max_body_mb)
+        check_model(options)
         return run(args, options, stop, token)
     except ConfigError as exc:
         print(f"ERROR: {exc}", file=sys.stderr, flush=True)
