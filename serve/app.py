@@ -84,10 +84,10 @@ class AudioClassifierServer:
         from labeler.classifiers.local import LocalClassifier
 
         check_options(options)
+        self._options, self._token = options, read_token(os.environ)  # a bad token fails before the model loads
         started, threads = time.monotonic(), replica_threads(options.threads)
         self._engine = LocalClassifier(options.model, options.device, options.dtype, options.batch_size, threads,
                                        options.score_function)
-        self._options, self._token = options, read_token(os.environ)
         check_body_limit(options.max_body_bytes, self._engine.model_input.heard_samples, options.model)
         self._classes = list(self._engine.class_names)
         self._inference = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
